@@ -1,0 +1,1 @@
+"""tryall: batch virtual try-all with Diffuse-to-Choose on Ray Data."""

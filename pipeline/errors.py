@@ -1,0 +1,39 @@
+"""Error types with stable reasons.
+
+A `PairError` ends one pair as a `failed` metadata row; it never fails its batch or the job. A `JobError`
+stops the whole job before any GPU is requested, with exit status 2.
+"""
+
+from __future__ import annotations
+
+# Stable `error_reason` values written to metadata; downstream dashboards group by them.
+FETCH_MISSING = "fetch_missing"
+FETCH_ERROR = "fetch_error"
+DECODE_ERROR = "decode_error"
+IMAGE_TOO_LARGE = "image_too_large"
+MASK_EMPTY = "mask_empty"
+MASK_FULL = "mask_full"
+MASK_OUT_OF_BOUNDS = "mask_out_of_bounds"
+MASK_SIZE_MISMATCH = "mask_size_mismatch"
+INVALID_BOX = "invalid_box"
+MODEL_ERROR = "model_error"
+WRITE_ERROR = "write_error"
+INTERNAL_ERROR = "internal_error"
+
+
+class PairError(Exception):
+    """One pair cannot be produced; `reason` is a stable category, the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"PairError({self.reason!r}, {self.message!r})"
+
+
+class JobError(Exception):
+    """The whole job cannot run (bad configuration, unreadable manifest, missing checkpoint)."""
+
+    exit_code = 2
