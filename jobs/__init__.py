@@ -1,0 +1,1 @@
+"""Entry points that `ray job submit ... -- python -m jobs.<name>` runs."""

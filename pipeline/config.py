@@ -1,0 +1,230 @@
+"""One run's configuration: a YAML or JSON file, `TRYALL_*` environment variables, command-line overrides.
+
+Precedence, highest first: command-line `--set a.b=value`, environment (`TRYALL_SAMPLING__STEPS=20`), the file,
+the defaults. Credentials are not configuration: S3 access comes from the standard AWS chain only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipeline.errors import JobError
+
+ENV_PREFIX = "TRYALL_"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
+
+
+class ConfigError(JobError):
+    """The configuration is invalid; the message names each field and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PairingConfig(_Section):
+    # `pairs`: an explicit pairs manifest (pairs_uri); `same_category`: k scenes of the product's category per
+    # product, chosen by a stable hash; `all`: every product with every scene (small sets, A/B runs).
+    strategy: Literal["pairs", "same_category", "all"] = "same_category"
+    scenes_per_product: int = Field(1, ge=1, le=1000)
+    salt: str = Field("", description="changes which scenes the stable hash picks, without changing anything else")
+
+
+class ModelConfig(_Section):
+    source: str = Field("tiny", description="a named configuration (tiny, sd15), a local path or an s3:// URI")
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    cache_dir: str | None = Field(None, description="node-local model cache; default from TRYALL_MODEL_CACHE_DIR")
+    compile: bool = False
+
+
+class SamplingConfig(_Section):
+    scheduler: Literal["ddim", "dpmpp", "euler"] = "ddim"
+    steps: int = Field(40, ge=1, le=1000)
+    guidance: float = Field(5.0, ge=0.0, le=50.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
+    resolution: int = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+        return value
+
+
+class OutputConfig(_Section):
+    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+
+
+class ImageConfig(_Section):
+    max_pixels: int = Field(50_000_000, ge=1, description="decoded-size bound for any input image")
+    context_margin: float = Field(0.25, ge=0.0, le=4.0)
+    dilate_px: int = Field(8, ge=0, le=256)
+    feather_px: int = Field(4, ge=0, le=256)
+
+
+class ComputeConfig(_Section):
+    batch_size: int = Field(4, ge=1, le=256)
+    gpu_actors_min: int = Field(1, ge=1)
+    gpu_actors_max: int = Field(1, ge=1)
+    gpus_per_actor: float = Field(1.0, ge=0.0, description="1 on GPU nodes; 0 runs the model actors on CPU")
+    cpus_per_task: float = Field(1.0, gt=0.0)
+    cpus_per_actor: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ComputeConfig:
+        if self.gpu_actors_min > self.gpu_actors_max:
+            raise ValueError(f"gpu_actors_min ({self.gpu_actors_min}) exceeds gpu_actors_max ({self.gpu_actors_max})")
+        return self
+
+
+class S3Config(_Section):
+    endpoint_url: str | None = Field(None, description="an S3-compatible endpoint; None means AWS")
+    region: str | None = None
+    max_attempts: int = Field(10, ge=1, le=50, description="botocore retry attempts (adaptive mode)")
+
+
+class RunConfig(BaseSettings):
+    """Everything one run needs. Output keys depend only on run_id, variant and pair."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    run_id: str
+    catalogue_uri: str
+    scenes_uri: str
+    pairs_uri: str | None = None
+    output_uri: str
+    pairing: PairingConfig = PairingConfig()
+    model: ModelConfig = ModelConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    output: OutputConfig = OutputConfig()
+    image: ImageConfig = ImageConfig()
+    compute: ComputeConfig = ComputeConfig()
+    s3: S3Config = S3Config()
+    retry_failed: bool = Field(False, description="on a rerun, compute pairs that failed before again")
+    progress_interval_s: float = Field(10.0, gt=0.0)
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str) -> str:
+        if not _RUN_ID.match(value) or value in {".", ".."}:
+            raise ValueError(
+                "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _pairs_need_manifest(self) -> RunConfig:
+        if self.pairing.strategy == "pairs" and not self.pairs_uri:
+            raise ValueError("pairing.strategy 'pairs' needs pairs_uri")
+        if self.pairs_uri and self.pairing.strategy != "pairs":
+            self.pairing = self.pairing.model_copy(update={"strategy": "pairs"})
+        return self
+
+    @property
+    def run_uri(self) -> str:
+        return f"{self.output_uri.rstrip('/')}/{self.run_id}"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved configuration as JSON data, with anything secret-looking removed."""
+        return redact(self.model_dump(mode="json"))
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.public_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def redact(value: Any) -> Any:
+    """Drop secret-looking keys and `user:password@` parts of URIs, recursively."""
+    if isinstance(value, dict):
+        return {
+            k: ("<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return re.sub(r"(?<=://)[^/@\s]+@", "<redacted>@", value)
+    return value
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["sampling.steps=20", "run_id=x"]` -> nested dict; values parsed as YAML scalars (20 -> int)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. sampling.steps=20")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is set both as a value and as a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return result
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON mapping (JSON is YAML); a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} could not be read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        shown = err.get("input")
+        got = "" if isinstance(shown, dict) or shown is None else f" (got {shown!r})"
+        lines.append(f"  {field}: {err['msg']}{got}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Build the run's configuration from its three sources; errors name each bad field and why."""
+    file_data = read_config_file(path) if path else {}
+    cli_data = parse_overrides(overrides)
+
+    class _Sourced(RunConfig):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_data)
+
+    try:
+        sourced = _Sourced(**cli_data)
+        # Re-validate as the plain class so the result pickles (Ray ships it to workers).
+        return RunConfig.model_validate(sourced.model_dump())
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None

@@ -1,0 +1,208 @@
+"""The three Ray Data stages: CPU preprocessing, GPU inference, CPU postprocessing.
+
+Each stage turns every failure of one pair into that pair's `failed` status with a stable reason, and passes
+the row on: a bad pair never fails its batch or the job, and every pair reaches the metadata writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import RunConfig
+from pipeline.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
+from pipeline.imaging.settings import ImageSettings
+from pipeline.keys import image_key
+from pipeline.postprocess import composite_pair
+from pipeline.preprocess import prepare_pair
+from pipeline.storage import join, read_bytes, storage_options, write_bytes
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+ARRAY_COLUMNS = ("scene_crop", "mask_crop", "hint", "reference")
+
+
+def image_settings(cfg: RunConfig) -> ImageSettings:
+    return ImageSettings(
+        resolution=cfg.sampling.resolution,
+        max_pixels=cfg.image.max_pixels,
+        context_margin=cfg.image.context_margin,
+        dilate_px=cfg.image.dilate_px,
+        feather_px=cfg.image.feather_px,
+        output_format=cfg.output.format,
+        output_quality=cfg.output.quality,
+    )
+
+
+def parse_box(raw: list[str] | None) -> tuple[int, int, int, int] | None:
+    """The manifest's box text as four integers; anything else is this pair's `invalid_box`."""
+    if raw is None:
+        return None
+    try:
+        values = [float(v) for v in raw]
+    except (TypeError, ValueError):
+        raise PairError(INVALID_BOX, f"box {list(raw)} is not four numbers (x0, y0, x1, y1)") from None
+    if len(values) != 4 or not all(math.isfinite(v) and v == int(v) for v in values):
+        raise PairError(INVALID_BOX, f"box {list(raw)} must be four finite integer pixel coordinates")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def _fail(row: dict[str, Any], exc: BaseException, stage: str) -> None:
+    if isinstance(exc, PairError):
+        row["status"], row["error_reason"], row["error_message"] = "failed", exc.reason, exc.message
+    else:
+        # A bug, not bad input: keep the traceback in the worker's log, and the row says where it happened.
+        log.error("unexpected error in %s for %s/%s:\n%s", stage, row["product_id"], row["scene_id"],
+                  "".join(traceback.format_exception(exc)))
+        row["status"], row["error_reason"] = "failed", INTERNAL_ERROR
+        row["error_message"] = f"{stage}: {type(exc).__name__}: {exc}"
+
+
+def preprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """Fetch and decode the scene, its mask and the product; build the crop, mask, collage and reference."""
+    started = time.perf_counter()
+    settings = image_settings(cfg)
+    res, ref = settings.resolution, settings.reference_size
+    row.update(status="ok", error_reason="", error_message="", scene_bytes=b"", mask_bytes=b"",
+               window=np.zeros(4, np.int64), scene_width=0, scene_height=0)
+    arrays = {
+        "scene_crop": np.zeros((res, res, 3), np.uint8),
+        "mask_crop": np.zeros((res, res), np.bool_),
+        "hint": np.zeros((res, res, 3), np.uint8),
+        "reference": np.zeros((ref, ref, 3), np.uint8),
+    }
+    try:
+        box = parse_box(row["box"])
+        scene_bytes = read_bytes(row["scene_uri"], cfg.s3)
+        product_bytes = read_bytes(row["product_uri"], cfg.s3)
+        mask_bytes = read_bytes(row["mask_uri"], cfg.s3) if row["mask_uri"] else None
+        prepared = prepare_pair(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
+        arrays.update(scene_crop=prepared.scene_crop, mask_crop=prepared.mask_crop, hint=prepared.hint,
+                      reference=prepared.reference)
+        row.update(scene_bytes=scene_bytes, mask_bytes=mask_bytes or b"", window=np.asarray(prepared.window),
+                   scene_width=prepared.scene_size[0], scene_height=prepared.scene_size[1])
+    except Exception as exc:  # noqa: BLE001 - every failure becomes this pair's row, never the batch's
+        _fail(row, exc, "preprocess")
+    row.update(arrays)
+    row["preprocess_s"] = time.perf_counter() - started
+    return row
+
+
+class NoopSampler:
+    """The `noop` model: returns the scene crop unchanged. Measures the framework's own cost, nothing else."""
+
+    model_id = "noop"
+
+    def generate(self, batch: Any) -> np.ndarray:
+        return batch.scene.copy()
+
+
+class Inference:
+    """One per GPU: loads the model once, then generates batches. Runs unchanged on CPU without CUDA."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        if cfg.model.source == "noop":
+            self.sampler: Any = NoopSampler()
+            self.model_id = "noop"
+            return
+        import torch
+
+        from pipeline.model import DTCSampler, SamplingParams, load_dtc, select_device
+
+        device = select_device()
+        dtype = None if cfg.model.dtype == "auto" else {"fp16": torch.float16, "bf16": torch.bfloat16,
+                                                       "fp32": torch.float32}[cfg.model.dtype]
+        dtc = load_dtc(cfg.model.source, device=device, dtype=dtype, cache_dir=cfg.model.cache_dir,
+                       storage_options=storage_options(cfg.model.source, cfg.s3))
+        self.model_id = dtc.model_id
+        params = SamplingParams(scheduler=cfg.sampling.scheduler, steps=cfg.sampling.steps,
+                                guidance=cfg.sampling.guidance)
+        self.sampler = DTCSampler(dtc, params)
+        log.info("model %s loaded on %s", self.model_id, device)
+
+    def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        from pipeline.model import SampleBatch
+
+        return self.sampler.generate(SampleBatch(
+            scene=batch["scene_crop"][idx], mask=batch["mask_crop"][idx], hint=batch["hint"][idx],
+            reference=batch["reference"][idx], seeds=batch["seed"][idx].astype(np.int64),
+        ))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        n = len(batch["seed"])
+        # Text columns may arrive as fixed-width numpy strings: make them objects before writing into them.
+        for name in ("status", "error_reason", "error_message"):
+            batch[name] = batch[name].astype(object)
+        generated = np.zeros_like(batch["scene_crop"])
+        ok = np.flatnonzero(batch["status"] == "ok")
+        if len(ok):
+            try:
+                generated[ok] = self._generate(batch, ok)
+            except Exception:  # noqa: BLE001 - isolate the pair that breaks the batch
+                log.exception("batch of %d failed; retrying its pairs one by one", len(ok))
+                for i in ok:
+                    try:
+                        generated[i] = self._generate(batch, np.array([i]))[0]
+                    except Exception as exc:  # noqa: BLE001
+                        batch["status"][i], batch["error_reason"][i] = "failed", MODEL_ERROR
+                        batch["error_message"][i] = f"generation failed: {type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
+        out = {k: v for k, v in batch.items() if k not in ARRAY_COLUMNS}
+        out["generated"] = generated
+        # GPU time is shared evenly by the batch's pairs that were computed.
+        out["inference_s"] = np.where(batch["status"] == "ok", elapsed / max(len(ok), 1), 0.0).astype(np.float32)
+        out["model_id"] = np.array([self.model_id] * n, dtype=object)
+        return out
+
+
+def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """Paste the generated crop back into the full scene, encode, write; return the pair's metadata row."""
+    started = time.perf_counter()
+    ext = EXTENSIONS[cfg.output.format]
+    key = image_key(row["variant"], row["product_id"], row["scene_id"], ext)
+    output_uri, output_bytes = "", 0
+    if row["status"] == "ok":
+        try:
+            encoded, _ = composite_pair(
+                row["scene_bytes"], row["generated"], tuple(int(v) for v in row["window"]),
+                mask_bytes=row["mask_bytes"] or None, box=parse_box(row["box"]), settings=image_settings(cfg),
+            )
+            try:
+                write_bytes(join(cfg.run_uri, key), encoded, cfg.s3)
+            except Exception as exc:  # noqa: BLE001 - any storage failure is this pair's write_error
+                raise PairError(WRITE_ERROR, f"could not write {join(cfg.run_uri, key)}: {exc}") from None
+            output_uri, output_bytes = join(cfg.run_uri, key), len(encoded)
+        except Exception as exc:  # noqa: BLE001
+            _fail(row, exc, "postprocess")
+    return {
+        "run_id": cfg.run_id,
+        "product_id": row["product_id"],
+        "scene_id": row["scene_id"],
+        "variant": row["variant"],
+        "status": row["status"],
+        "error_reason": row["error_reason"] or None,
+        "error_message": row["error_message"] or None,
+        "output_uri": output_uri or None,
+        "seed": int(row["seed"]),
+        "model_id": row.get("model_id") or cfg.model.source,
+        "scheduler": cfg.sampling.scheduler,
+        "steps": cfg.sampling.steps,
+        "guidance": cfg.sampling.guidance,
+        "resolution": cfg.sampling.resolution,
+        "scene_width": int(row["scene_width"]),
+        "scene_height": int(row["scene_height"]),
+        "output_bytes": output_bytes,
+        "preprocess_s": float(row["preprocess_s"]),
+        "inference_s": float(row.get("inference_s", 0.0)),
+        "postprocess_s": time.perf_counter() - started,
+        "finished_at": datetime.now(UTC),
+    }

@@ -1,0 +1,79 @@
+"""Object storage through fsspec (s3fs for `s3://`, the local filesystem otherwise).
+
+Every read and write of the pipeline goes through here, so S3 settings, retries and atomic writes live in one
+place. Credentials are never passed: s3fs/botocore take them from the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from pipeline.config import S3Config
+from pipeline.errors import FETCH_ERROR, FETCH_MISSING, PairError
+
+
+def storage_options(uri: str, s3: S3Config | None) -> dict[str, Any]:
+    """fsspec options for `uri`: endpoint, region and adaptive retries for S3, nothing for local paths."""
+    if not uri.startswith(("s3://", "s3a://")) or s3 is None:
+        return {}
+    options: dict[str, Any] = {
+        # Adaptive retries back off on 503 SlowDown and retry dropped connections.
+        "config_kwargs": {"retries": {"max_attempts": s3.max_attempts, "mode": "adaptive"}},
+    }
+    if s3.endpoint_url:
+        options["endpoint_url"] = s3.endpoint_url
+    if s3.region:
+        options["client_kwargs"] = {"region_name": s3.region}
+    return options
+
+
+def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the path within it; fsspec caches instances, so this is cheap to call per task."""
+    return url_to_fs(uri, **storage_options(uri, s3))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join key segments onto a URI or path without touching the scheme's `//`."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
+    """The object's bytes; a missing object or a failed read becomes a PairError with a stable reason."""
+    try:
+        fs, path = filesystem(uri, s3)
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise PairError(FETCH_MISSING, f"{uri} does not exist") from None
+    except IsADirectoryError:
+        raise PairError(FETCH_ERROR, f"{uri} is a directory, not an image") from None
+    except (OSError, ValueError) as exc:
+        raise PairError(FETCH_ERROR, f"could not read {uri}: {type(exc).__name__}: {exc}") from None
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Config | None = None) -> None:
+    """Write so that a reader never sees a partial object under the final key.
+
+    An S3 PUT is atomic by itself (object stores have no partial objects); on a local filesystem the bytes go to
+    a temporary sibling first and are renamed into place.
+    """
+    fs, path = filesystem(uri, s3)
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def exists(uri: str, s3: S3Config | None = None) -> bool:
+    fs, path = filesystem(uri, s3)
+    return fs.exists(path)

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_overrides, redact
+
+BASE = ["run_id=r1", "catalogue_uri=s3://b/c.parquet", "scenes_uri=s3://b/s.parquet", "output_uri=s3://b/out"]
+
+
+def test_file_env_and_overrides_in_order_of_precedence(tmp_path, monkeypatch):
+    path = tmp_path / "run.yaml"
+    path.write_text("run_id: from-file\ncatalogue_uri: c\nscenes_uri: s\noutput_uri: o\n"
+                    "sampling: {steps: 10, guidance: 3}\ncompute: {batch_size: 2}\n")
+    monkeypatch.setenv("TRYALL_SAMPLING__STEPS", "20")
+    monkeypatch.setenv("TRYALL_COMPUTE__BATCH_SIZE", "8")
+    cfg = load_config(path, ["compute.batch_size=16"])
+    assert cfg.run_id == "from-file"
+    assert cfg.sampling.steps == 20  # env beats file
+    assert cfg.sampling.guidance == 3  # file kept where nothing overrides it
+    assert cfg.compute.batch_size == 16  # command line beats env
+
+
+def test_json_file(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"run_id": "j", "catalogue_uri": "c", "scenes_uri": "s", "output_uri": "o"}))
+    assert load_config(path).run_id == "j"
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "reason"),
+    [
+        ("sampling.steps=0", "sampling.steps", "greater than or equal to 1"),
+        ("sampling.scheduler=plms", "sampling.scheduler", "ddim"),
+        ("sampling.resolution=500", "sampling.resolution", "multiple of 8"),
+        ("run_id=../escape", "run_id", "letters, digits"),
+        ("output.format=gif", "output.format", "jpeg"),
+        ("sampling.stepz=3", "sampling.stepz", "Extra inputs"),
+    ],
+)
+def test_invalid_values_name_the_field_and_reason(override, field, reason):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [*BASE, override])
+    assert f"{field}:" in str(info.value)
+    assert reason in str(info.value)
+
+
+def test_all_problems_reported_together():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["sampling.steps=-1", "compute.batch_size=0"])
+    text = str(info.value)
+    for field in ("run_id", "catalogue_uri", "sampling.steps", "compute.batch_size"):
+        assert f"{field}:" in text
+
+
+def test_min_actors_above_max_rejected():
+    with pytest.raises(ConfigError, match="gpu_actors_min"):
+        load_config(None, [*BASE, "compute.gpu_actors_min=3", "compute.gpu_actors_max=2"])
+
+
+def test_pairs_uri_selects_pairs_strategy_and_pairs_strategy_needs_it():
+    assert load_config(None, [*BASE, "pairs_uri=s3://b/p.parquet"]).pairing.strategy == "pairs"
+    with pytest.raises(ConfigError, match="pairs_uri"):
+        load_config(None, [*BASE, "pairing.strategy=pairs"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_overrides_parse_scalars_and_reject_garbage():
+    assert parse_overrides(["a.b=20", "a.c=true", "d=x"]) == {"a": {"b": 20, "c": True}, "d": "x"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["novalue"])
+
+
+def test_public_dict_has_no_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRETVALUE")
+    cfg = load_config(None, [*BASE[:3], "output_uri=s3://user:SECRETVALUE@bucket/out"])
+    dumped = json.dumps(cfg.public_dict())
+    assert "SECRETVALUE" not in dumped
+    assert redact({"aws_secret_access_key": "x", "nested": {"token": "y"}}) == {
+        "aws_secret_access_key": "<redacted>", "nested": {"token": "<redacted>"}}
+    assert len(cfg.config_hash()) == 16
