@@ -1,0 +1,97 @@
+"""Paste the generated crop back into the full-resolution scene, and encode the result."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import IMAGE_TOO_LARGE, WRITE_ERROR, PairError
+from pipeline.imaging.geometry import Box, intersect
+from pipeline.imaging.masks import Region, feathered_alpha
+
+# Largest width or height each encoder can write.
+MAX_SIDE = {"jpeg": 65_535, "png": 2**31 - 1, "webp": 16_383}
+_PNG_COMPRESS_LEVEL = 1  # zlib level 1: a fraction of level 6's CPU on photos, files ~10-20% larger
+_WEBP_LOSSLESS_EFFORT = 25  # lossless WebP: `quality` is effort (0-100), 25 keeps the encode time moderate
+
+
+def paste_back(
+    scene: Image.Image,
+    generated: np.ndarray,
+    window: Box,
+    region: Region,
+    *,
+    dilate_px: int,
+    feather_px: int,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> Image.Image:
+    """Blend `generated` (uint8 (h, w, 3), covering `window` of the upright RGB `scene`) into `scene` IN PLACE.
+
+    Alpha is `feathered_alpha` of the region: exactly 0 outside the region dilated by `dilate_px`, so those
+    scene pixels are untouched, bit for bit. Only the region's bbox grown by `dilate_px` (inside the image
+    and the window) is resampled and blended; nothing scene-sized is copied. Returns `scene`.
+    """
+    width, height = scene.size
+    wx0, wy0, wx1, wy1 = window
+    bx0, by0, bx1, by1 = region.bbox
+    grown = (bx0 - dilate_px, by0 - dilate_px, bx1 + dilate_px, by1 + dilate_px)
+    work = intersect(grown, (0, 0, width, height))
+    work = work and intersect(work, window)
+    if work is None:
+        return scene
+    x0, y0, x1, y1 = work
+    alpha = feathered_alpha(region.crop_image(work), dilate_px=dilate_px, feather_px=feather_px)
+    gen_h, gen_w = generated.shape[:2]
+    scale_x, scale_y = gen_w / (wx1 - wx0), gen_h / (wy1 - wy0)
+    source = ((x0 - wx0) * scale_x, (y0 - wy0) * scale_y, (x1 - wx0) * scale_x, (y1 - wy0) * scale_y)
+    patch = Image.fromarray(generated).resize((x1 - x0, y1 - y0), resample, box=source)
+    scene.paste(patch, (x0, y0), alpha)
+    return scene
+
+
+def check_encodable(size: tuple[int, int], fmt: str) -> None:
+    """`image_too_large` when the encoder for `fmt` cannot write an image of `size` (W, H)."""
+    if fmt not in MAX_SIDE:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(MAX_SIDE)}")
+    limit = MAX_SIDE[fmt]
+    if max(size) > limit:
+        raise PairError(
+            IMAGE_TOO_LARGE,
+            f"the output would be {size[0]}x{size[1]}, but {fmt} allows at most {limit} pixels per side; "
+            "choose another output_format or a smaller scene",
+        )
+
+
+def encode_image(
+    image: Image.Image | np.ndarray, fmt: str, quality: int, *, icc_profile: bytes | None = None
+) -> bytes:
+    """Encode an RGB image (or uint8 (H, W, 3) array) as `fmt` ("jpeg" | "png" | "webp").
+
+    jpeg: `quality`, Pillow's default 4:2:0 subsampling, baseline. png: lossless, zlib level 1, `quality`
+    ignored. webp: lossy at `quality`, lossless when quality == 100. `icc_profile` is embedded when given.
+    No EXIF is written: pixels are upright already. Encoder failures are `write_error`.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    check_encodable(image.size, fmt)
+    options: dict[str, object] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt == "jpeg":
+        options.update(format="JPEG", quality=quality)
+    elif fmt == "png":
+        options.update(format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
+    elif quality == 100:  # webp (check_encodable knows only the three formats)
+        options.update(format="WEBP", lossless=True, quality=_WEBP_LOSSLESS_EFFORT)
+    else:
+        options.update(format="WEBP", quality=quality)
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, **options)
+    except (OSError, ValueError) as exc:
+        raise PairError(
+            WRITE_ERROR, f"encoding the {image.width}x{image.height} output as {fmt} failed: {exc}"
+        ) from exc
+    return buffer.getvalue()
