@@ -21,10 +21,10 @@ from PIL import Image, ImageFilter
 
 from pipeline.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
 from pipeline.imaging.geometry import Box, intersect
-from pipeline.imaging.settings import MAX_DILATE_PX
 
 _THRESHOLD_LUT = [0] + [255] * 255  # any non-zero value -> 255
 _REGION_LUT = [0] * 128 + [255] * 128  # grey >= 128 is the region
+_MAX_BLUR_DILATION = 254  # largest radius at which a lone 255 survives BoxBlur's rounding
 
 
 def validate_box(box: object, size: tuple[int, int]) -> Box:
@@ -138,16 +138,19 @@ def dilate(mask: Image.Image, radius: int) -> Image.Image:
     """Dilate an "L" 0/255 mask by a (2 * radius + 1)-pixel square; returns 0/255 "L".
 
     Built from Pillow's BoxBlur run once per axis plus a threshold: a box average is non-zero exactly when
-    some pixel in the box is, and Pillow's rounding keeps a single 255 non-zero up to radius 254. This is
-    O(1) per pixel, where ImageFilter.MaxFilter(2r + 1) costs O(r^2) (about 30x slower at r = 4 on 1 MP).
-    Beyond the image border, edge pixels are repeated, so a mask touching the border stays solid there.
+    some pixel in the box is, and Pillow's 8-bit rounding keeps a single 255 non-zero up to radius 254; larger
+    radii run in steps (square dilations add up). This is O(1) per pixel, where ImageFilter.MaxFilter(2r + 1)
+    costs O(r^2) (about 30x slower at r = 4 on 1 MP). Beyond the image border, edge pixels are repeated, which
+    leaves the dilation inside the image unchanged.
     """
-    if not 0 <= radius <= MAX_DILATE_PX:
-        raise ValueError(f"dilation radius must be in [0, {MAX_DILATE_PX}], got {radius}")
-    if radius == 0:
-        return mask
-    mask = mask.filter(ImageFilter.BoxBlur((radius, 0))).point(_THRESHOLD_LUT)
-    return mask.filter(ImageFilter.BoxBlur((0, radius))).point(_THRESHOLD_LUT)
+    if radius < 0:
+        raise ValueError(f"dilation radius must be >= 0, got {radius}")
+    while radius > 0:
+        step = min(radius, _MAX_BLUR_DILATION)
+        mask = mask.filter(ImageFilter.BoxBlur((step, 0))).point(_THRESHOLD_LUT)
+        mask = mask.filter(ImageFilter.BoxBlur((0, step))).point(_THRESHOLD_LUT)
+        radius -= step
+    return mask
 
 
 def feathered_alpha(mask: Image.Image, *, dilate_px: int, feather_px: int) -> Image.Image:

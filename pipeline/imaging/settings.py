@@ -8,8 +8,6 @@ from dataclasses import dataclass
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
 # File extension per output format, for output keys.
 OUTPUT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-# Dilation is a separable box blur plus a threshold (see masks.dilate); it is exact up to this radius.
-MAX_DILATE_PX = 254
 
 
 @dataclass(frozen=True)
@@ -53,9 +51,9 @@ class ImageSettings:
             "must be a finite number >= 0",
         )
         need(
-            is_int(self.dilate_px) and 0 <= self.dilate_px <= MAX_DILATE_PX,
+            is_int(self.dilate_px) and self.dilate_px >= 0,
             "dilate_px",
-            f"must be an int in [0, {MAX_DILATE_PX}]",
+            "must be an int >= 0",
         )
         need(
             is_int(self.feather_px) and 0 <= self.feather_px <= self.dilate_px,

@@ -141,14 +141,15 @@ def test_dilate_matches_brute_force(radius):
     assert np.array_equal(got > 0, brute_dilate(mask, radius))
 
 
-def test_dilate_single_pixel_up_to_max_radius():
+def test_dilate_single_pixel_large_radii():
     mask = np.zeros((3, 600), dtype=np.uint8)
     mask[1, 300] = 255
-    got = np.asarray(dilate(Image.fromarray(mask), 254)) > 0
-    for row in got:  # 300 +- 254, and all three rows
-        assert np.array_equal(np.flatnonzero(row), np.arange(46, 555))
+    for radius in (254, 255, 290):  # one pass; more than one
+        got = np.asarray(dilate(Image.fromarray(mask), radius)) > 0
+        for row in got:  # 300 +- radius, and all three rows
+            assert np.array_equal(np.flatnonzero(row), np.arange(max(0, 300 - radius), min(600, 301 + radius)))
     with pytest.raises(ValueError):
-        dilate(Image.fromarray(mask), 255)
+        dilate(Image.fromarray(mask), -1)
 
 
 @pytest.mark.parametrize("dilate_px,feather_px", [(8, 4), (8, 0), (4, 4), (12, 5), (0, 0)])
