@@ -82,14 +82,16 @@ def open_image(data: bytes, *, max_pixels: int, what: str = "image") -> Image.Im
 
 
 def read_orientation(img: Image.Image, *, what: str = "image") -> int:
-    """The EXIF orientation (1..8; 1 when absent or out of range).
+    """The EXIF orientation (1..8; 1 when absent or out of range) of an `open_image` result, before decoding.
 
-    Cheap for JPEG and WebP (the EXIF block is read with the header). For PNG, Pillow may have to decode the
-    pixels to find an eXIf chunk after the image data, so a broken PNG can fail here with `decode_error`.
+    Reads only what the header gave. For PNG that is an eXIf chunk before the image data: one after it would
+    need the pixels decoded to be found (Pillow's `getexif` does that) and is ignored, as browsers do.
     """
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
     try:
         value = img.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception as exc:  # see above: may decode pixels
+    except Exception as exc:  # a malformed EXIF block
         raise _decode_error(what, exc) from exc
     return value if value in TRANSPOSE else 1
 

@@ -1,0 +1,100 @@
+"""CPU stage after the model: paste the generated crop into the full-resolution scene and encode it.
+
+`composite_pair` is pure (bytes and arrays in, bytes out) and raises only `PairError`. It decodes the scene
+again at full resolution (upright), rebuilds the region from the same mask or box as `prepare_pair`, blends
+the generated crop in with a feathered alpha that is exactly 0 outside the dilated region, and encodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import INTERNAL_ERROR, MODEL_ERROR, PairError
+from pipeline.imaging.composite import check_encodable, encode_image, paste_back
+from pipeline.imaging.decode import (
+    load_rgb,
+    open_image,
+    read_orientation,
+    rgb_icc_profile,
+    transpose_upright,
+    upright_size,
+)
+from pipeline.imaging.geometry import Box
+from pipeline.imaging.settings import ImageSettings
+from pipeline.preprocess import build_region
+
+
+def composite_pair(
+    scene_bytes: bytes,
+    generated: np.ndarray,
+    window: tuple[int, int, int, int],
+    *,
+    mask_bytes: bytes | None,
+    box: tuple | None,
+    settings: ImageSettings,
+) -> tuple[bytes, tuple[int, int]]:
+    """Returns (encoded image, (W, H) of the upright scene). Raises only `PairError`.
+
+    `generated` is uint8 (h, w, 3) covering `window` (normally R x R from the model); `window` is the one
+    `prepare_pair` returned. The output keeps the scene's RGB ICC profile, and has no EXIF.
+    """
+    try:
+        return _composite(scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, settings=settings)
+    except PairError:
+        raise
+    except Exception as exc:  # a bug or resource exhaustion: one failed row with the cause, not a failed batch
+        raise PairError(
+            INTERNAL_ERROR, f"compositing the pair failed unexpectedly: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_generated(generated: object) -> np.ndarray:
+    if (
+        not isinstance(generated, np.ndarray)
+        or generated.dtype != np.uint8
+        or generated.ndim != 3
+        or generated.shape[2] != 3
+        or generated.shape[0] == 0
+        or generated.shape[1] == 0
+    ):
+        got = f"{generated.dtype} {generated.shape}" if isinstance(generated, np.ndarray) else type(generated).__name__
+        raise PairError(MODEL_ERROR, f"the generated image must be a uint8 array (h, w, 3), got {got}")
+    return np.ascontiguousarray(generated)
+
+
+def _check_window(window: object, bbox: Box) -> Box:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in window)  # type: ignore[union-attr]
+    except (TypeError, ValueError) as exc:
+        raise PairError(INTERNAL_ERROR, f"the window must be 4 integers, got {window!r}") from exc
+    if not (x0 <= bbox[0] and y0 <= bbox[1] and x1 >= bbox[2] and y1 >= bbox[3]):
+        raise PairError(
+            INTERNAL_ERROR,
+            f"the window {(x0, y0, x1, y1)} does not contain the region's bbox {bbox}: the mask or box must be "
+            "the one the pair was prepared with",
+        )
+    return (x0, y0, x1, y1)
+
+
+def _composite(
+    scene_bytes: bytes,
+    generated: np.ndarray,
+    window: object,
+    *,
+    mask_bytes: bytes | None,
+    box: object,
+    settings: ImageSettings,
+) -> tuple[bytes, tuple[int, int]]:
+    generated = _check_generated(generated)
+    scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
+    orientation = read_orientation(scene, what="scene")
+    size = upright_size(scene.size, orientation)
+    check_encodable(size, settings.output_format)
+    region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+    window = _check_window(window, region.bbox)
+    icc_profile = rgb_icc_profile(scene)
+    rgb, _ = load_rgb(scene, what="scene")
+    upright = transpose_upright(rgb, orientation)
+    paste_back(upright, generated, window, region, dilate_px=settings.dilate_px, feather_px=settings.feather_px)
+    encoded = encode_image(upright, settings.output_format, settings.output_quality, icc_profile=icc_profile)
+    return encoded, size

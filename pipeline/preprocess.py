@@ -1,0 +1,123 @@
+"""CPU stage before the model: decode a (scene, product) pair and build the model's inputs.
+
+`prepare_pair` is pure (bytes in, arrays out) and raises only `PairError`. The scene is decoded at reduced
+resolution when it is a JPEG and the context window keeps at least `resolution` pixels across (draft
+decoding), and only the window is cropped, resampled and turned upright.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import INTERNAL_ERROR, INVALID_BOX, PairError
+from pipeline.imaging.collage import hint_rectangle, make_hint, make_reference
+from pipeline.imaging.composite import check_encodable
+from pipeline.imaging.crop import crop_resized
+from pipeline.imaging.decode import (
+    decode_mask_image,
+    load_rgb,
+    open_image,
+    read_orientation,
+    transpose_upright,
+    upright_size,
+)
+from pipeline.imaging.geometry import Box, context_window, draft_factor, upright_to_stored_box
+from pipeline.imaging.masks import Region
+from pipeline.imaging.settings import ImageSettings
+
+
+@dataclass
+class PreparedPair:
+    scene_crop: np.ndarray  # uint8 (R, R, 3): the scene inside `window`, resampled to the model resolution
+    mask_crop: np.ndarray  # bool (R, R), True = fill (any overlap with the region)
+    hint: np.ndarray  # uint8 (R, R, 3): black, with the product in the largest rectangle inside mask_crop
+    reference: np.ndarray  # uint8 (S, S, 3): the product on a white square
+    window: tuple[int, int, int, int]  # square, in upright scene pixels; may extend beyond the image (padded)
+    scene_size: tuple[int, int]  # (W, H) of the upright scene
+
+
+def build_region(size: tuple[int, int], *, mask_bytes: bytes | None, box: object, max_pixels: int) -> Region:
+    """The region to fill on the upright scene of `size`, from exactly one of a mask image and a box.
+
+    Neither or both is `invalid_box`: the scene row does not say unambiguously what to fill.
+    """
+    if (mask_bytes is None) == (box is None):
+        which = "neither" if mask_bytes is None else "both"
+        raise PairError(
+            INVALID_BOX, f"a scene needs exactly one of mask_uri and a box (x0, y0, x1, y1); this one has {which}"
+        )
+    if box is not None:
+        return Region.from_box(box, size)
+    return Region.from_mask(decode_mask_image(mask_bytes, size=size, max_pixels=max_pixels))
+
+
+def prepare_pair(
+    scene_bytes: bytes,
+    product_bytes: bytes,
+    *,
+    mask_bytes: bytes | None,
+    box: tuple | None,
+    settings: ImageSettings,
+) -> PreparedPair:
+    """Decode, find the context window, crop, and build hint and reference. Raises only `PairError`.
+
+    Cheap checks first (headers, box or mask, output limits), pixels after. The window is
+    `context_window(bbox, margin=context_margin, min_side=resolution, min_margin=dilate_px)`, so paste-back
+    never needs pixels outside it.
+    """
+    try:
+        return _prepare(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
+    except PairError:
+        raise
+    except Exception as exc:  # a bug or resource exhaustion: one failed row with the cause, not a failed batch
+        raise PairError(
+            INTERNAL_ERROR, f"preparing the pair failed unexpectedly: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _prepare(
+    scene_bytes: bytes, product_bytes: bytes, *, mask_bytes: bytes | None, box: object, settings: ImageSettings
+) -> PreparedPair:
+    res = settings.resolution
+    scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
+    orientation = read_orientation(scene, what="scene")
+    stored_size = scene.size
+    size = upright_size(stored_size, orientation)
+    check_encodable(size, settings.output_format)
+    region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+    product = open_image(product_bytes, max_pixels=settings.max_pixels, what="product")
+    product_orientation = read_orientation(product, what="product")
+
+    window = context_window(
+        region.bbox, size, margin=settings.context_margin, min_side=res, min_margin=settings.dilate_px
+    )
+    scene_crop = _scene_crop(scene, stored_size, orientation, window, res)
+    mask_crop = region.resized_crop(window, res)
+
+    # Decode the product only as large as its two uses need (hint rectangle and reference), by JPEG draft.
+    rect = hint_rectangle(mask_crop, upright_size(product.size, product_orientation))
+    needed = max(rect[2] - rect[0], rect[3] - rect[1], settings.reference_size)
+    product_rgb, _ = load_rgb(product, reduction=draft_factor(max(product.size), needed), what="product")
+    product_rgb = transpose_upright(product_rgb, product_orientation)
+    return PreparedPair(
+        scene_crop=scene_crop,
+        mask_crop=mask_crop,
+        hint=make_hint(product_rgb, mask_crop, rect=rect),
+        reference=make_reference(product_rgb, settings.reference_size),
+        window=window,
+        scene_size=size,
+    )
+
+
+def _scene_crop(
+    scene: Image.Image, stored_size: tuple[int, int], orientation: int, window: Box, res: int
+) -> np.ndarray:
+    """The window of the scene at res x res, upright: decoded (drafted), cropped and resampled in the stored
+    orientation, and only the small result transposed."""
+    rgb, factor = load_rgb(scene, reduction=draft_factor(window[2] - window[0], res), what="scene")
+    x0, y0, x1, y1 = upright_to_stored_box(window, stored_size, orientation)
+    crop = crop_resized(rgb, (x0 / factor, y0 / factor, x1 / factor, y1 / factor), (res, res))
+    return np.array(transpose_upright(crop, orientation))
