@@ -57,10 +57,9 @@ def open_image(data: bytes, *, max_pixels: int, what: str = "image") -> Image.Im
         raise PairError(DECODE_ERROR, f"the {what} image is empty (0 bytes); check its source file")
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:  # Pillow's own bound (~179 MP) hit while reading the header
-        raise PairError(
-            IMAGE_TOO_LARGE, f"the {what} image header claims more than max_pixels={max_pixels} pixels ({exc})"
-        ) from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow's own bound, 2 * Image.MAX_IMAGE_PIXELS (~179 MP), checked on the header: it caps max_pixels.
+        raise PairError(IMAGE_TOO_LARGE, f"the {what} image is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise PairError(
             DECODE_ERROR,

@@ -130,8 +130,14 @@ class Region:
             out = np.zeros((size, size), dtype=bool)
             out[max(lo_y, 0) : min(hi_y, size), max(lo_x, 0) : min(hi_x, size)] = True
             return out
-        # BOX averages each output pixel's exact footprint: non-zero when any of it is in the region.
-        return np.asarray(self.crop_image(window).resize((size, size), Image.Resampling.BOX)) > 0
+        # BOX averages each output pixel's exact footprint: non-zero when any of it is in the region, except
+        # that 8 bits round a coverage below 1/510 to 0. Only if that empties the crop (a sparse mask in a
+        # very large window), redo it in 32-bit float, exactly but with 4x the memory.
+        crop = self.crop_image(window)
+        resized = np.asarray(crop.resize((size, size), Image.Resampling.BOX)) > 0
+        if not resized.any():
+            resized = np.asarray(crop.convert("F").resize((size, size), Image.Resampling.BOX)) > 0
+        return resized
 
 
 def dilate(mask: Image.Image, radius: int) -> Image.Image:

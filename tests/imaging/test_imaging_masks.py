@@ -125,6 +125,13 @@ def test_resized_crop_box_and_mask_paths_agree(box, window, size):
     assert not (interior & ~from_mask).any()
 
 
+def test_resized_crop_keeps_a_sparse_mask_in_a_large_window():
+    mask = np.zeros((2000, 2000), dtype=bool)
+    mask[1000, 1000] = mask[10, 10] = True  # each covers 1/(125^2) of an output pixel: 0 in 8-bit averages
+    crop = Region.from_mask(mask).resized_crop((0, 0, 2000, 2000), 16)
+    assert np.argwhere(crop).tolist() == [[0, 0], [8, 8]]
+
+
 def test_resized_crop_covers_partial_pixels():
     # Window 0..30 at 10 px: output pixel i covers [3i, 3i + 3); box 4..5 touches only pixel 1.
     crop = Region.from_box((4, 4, 5, 5), SIZE).resized_crop((0, 0, 30, 30), 10)
