@@ -7,7 +7,10 @@ Choices (the contract leaves them to us):
   outside the image is clipped to it; one entirely outside is `mask_out_of_bounds`.
 - An all-black mask is `mask_empty`. An all-white mask is valid: the whole image is regenerated and the
   context window is the whole image (padded to a square). `mask_full` stays unused by this module.
-- A box region is kept as coordinates: no scene-sized array is built for it.
+- A box region is kept as coordinates: no scene-sized array is built for it. A mask region keeps the decoded
+  grey image; only the crops that are used get thresholded.
+- The model's mask crop marks every output pixel that any region pixel touches (the fill region covers the
+  region); paste-back uses the region at full resolution, dilated and feathered.
 """
 
 from __future__ import annotations
