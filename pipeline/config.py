@@ -70,7 +70,13 @@ class ImageConfig(_Section):
     max_pixels: int = Field(50_000_000, ge=1, description="decoded-size bound for any input image")
     context_margin: float = Field(0.25, ge=0.0, le=4.0)
     dilate_px: int = Field(8, ge=0, le=256)
-    feather_px: int = Field(4, ge=0, le=256)
+    feather_px: int = Field(4, ge=0, le=256, description="feathering lies inside the dilation: at most dilate_px")
+
+    @model_validator(mode="after")
+    def _feather_inside_dilation(self) -> ImageConfig:
+        if self.feather_px > self.dilate_px:
+            raise ValueError(f"feather_px ({self.feather_px}) must not exceed dilate_px ({self.dilate_px})")
+        return self
 
 
 class ComputeConfig(_Section):

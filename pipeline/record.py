@@ -43,7 +43,7 @@ METADATA_SCHEMA = pa.schema(
         ("preprocess_s", pa.float32()),
         ("inference_s", pa.float32()),
         ("postprocess_s", pa.float32()),
-        ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 PAIR_KEY = ("product_id", "scene_id", "variant")

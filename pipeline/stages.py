@@ -25,7 +25,6 @@ from pipeline.storage import join, read_bytes, storage_options, write_bytes
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 ARRAY_COLUMNS = ("scene_crop", "mask_crop", "hint", "reference")
 
 
@@ -167,14 +166,14 @@ class Inference:
 def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Paste the generated crop back into the full scene, encode, write; return the pair's metadata row."""
     started = time.perf_counter()
-    ext = EXTENSIONS[cfg.output.format]
-    key = image_key(row["variant"], row["product_id"], row["scene_id"], ext)
+    settings = image_settings(cfg)
+    key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
     output_uri, output_bytes = "", 0
     if row["status"] == "ok":
         try:
             encoded, _ = composite_pair(
                 row["scene_bytes"], row["generated"], tuple(int(v) for v in row["window"]),
-                mask_bytes=row["mask_bytes"] or None, box=parse_box(row["box"]), settings=image_settings(cfg),
+                mask_bytes=row["mask_bytes"] or None, box=parse_box(row["box"]), settings=settings,
             )
             try:
                 write_bytes(join(cfg.run_uri, key), encoded, cfg.s3)
