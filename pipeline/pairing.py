@@ -25,8 +25,9 @@ PAIR_SCHEMA = pa.schema(
         ("product_uri", pa.string()),
         ("scene_uri", pa.string()),
         ("mask_uri", pa.string()),
-        # The box as the manifest wrote it (text), parsed and checked per pair so one bad row fails one pair.
-        ("box", pa.list_(pa.string())),
+        # The box as the manifest wrote it ("x0,y0,x1,y1" text), parsed and checked per pair so one bad row fails
+        # one pair, not the job.
+        ("box", pa.string()),
     ]
 )
 
@@ -99,5 +100,5 @@ def make_pairs(manifests: Manifests, config: PairingConfig, run_seed: int) -> pa
         columns["product_uri"].append(product_uri[pid])
         columns["scene_uri"].append(scene["image_uri"])
         columns["mask_uri"].append(scene["mask_uri"])
-        columns["box"].append(None if scene["mask_uri"] or any(v is None for v in box) else [str(v) for v in box])
+        columns["box"].append(None if scene["mask_uri"] or any(v is None for v in box) else ",".join(map(str, box)))
     return pa.table(columns, schema=PAIR_SCHEMA)

@@ -119,6 +119,9 @@ class MetadataWriter:
         self._last_flush = time.monotonic()
 
     def add(self, rows: pa.Table) -> None:
+        """Rows as the last stage emits them; `finished_at` is stamped here, when the driver receives them."""
+        now = pa.array([time.time_ns() // 1000] * rows.num_rows, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        rows = rows.append_column("finished_at", now)
         self._buffer.append(rows.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
         self._buffered += rows.num_rows
         if self._buffered >= self._part_rows or time.monotonic() - self._last_flush >= self._part_seconds:

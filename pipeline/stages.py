@@ -10,7 +10,6 @@ import logging
 import math
 import time
 import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -40,16 +39,16 @@ def image_settings(cfg: RunConfig) -> ImageSettings:
     )
 
 
-def parse_box(raw: list[str] | None) -> tuple[int, int, int, int] | None:
-    """The manifest's box text as four integers; anything else is this pair's `invalid_box`."""
+def parse_box(raw: str | None) -> tuple[int, int, int, int] | None:
+    """The manifest's box text ("x0,y0,x1,y1") as four integers; anything else is this pair's `invalid_box`."""
     if raw is None:
         return None
     try:
-        values = [float(v) for v in raw]
-    except (TypeError, ValueError):
-        raise PairError(INVALID_BOX, f"box {list(raw)} is not four numbers (x0, y0, x1, y1)") from None
+        values = [float(v) for v in raw.split(",")]
+    except ValueError:
+        raise PairError(INVALID_BOX, f"box ({raw}) is not four numbers x0, y0, x1, y1") from None
     if len(values) != 4 or not all(math.isfinite(v) and v == int(v) for v in values):
-        raise PairError(INVALID_BOX, f"box {list(raw)} must be four finite integer pixel coordinates")
+        raise PairError(INVALID_BOX, f"box ({raw}) must be four finite integer pixel coordinates")
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
@@ -203,5 +202,4 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "preprocess_s": float(row["preprocess_s"]),
         "inference_s": float(row.get("inference_s", 0.0)),
         "postprocess_s": time.perf_counter() - started,
-        "finished_at": datetime.now(UTC),
     }

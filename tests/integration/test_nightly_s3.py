@@ -62,7 +62,8 @@ def test_nightly_job_on_s3(ray_local, s3_server, s3_bucket, tmp_path):
     assert len(keys) == len(set(keys)) == 8  # 4 products x 2 scenes of their category, one row each
     assert set(keys) <= expected
 
-    scenes = {r["scene_id"]: r for r in pq.read_table(sample.scenes_uri.removeprefix("s3://"), filesystem=fs).to_pylist()}
+    scene_rows = pq.read_table(sample.scenes_uri.removeprefix("s3://"), filesystem=fs).to_pylist()
+    scenes = {r["scene_id"]: r for r in scene_rows}
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]
     assert {r["product_id"] for r in failed} == {"ghost/.."}

@@ -46,7 +46,7 @@ def test_box_only_for_scenes_without_mask():
     t = make_pairs(_manifests(), PairingConfig(strategy="all"), 0).to_pylist()
     assert len(t) == 200
     for row in t:
-        assert (row["mask_uri"] is None) == (row["box"] == ["1.0", "2.0", "30.0", "40.0"])
+        assert (row["mask_uri"] is None) == (row["box"] == "1.0,2.0,30.0,40.0")
 
 
 def test_explicit_pairs_keep_given_seed_and_variant():
