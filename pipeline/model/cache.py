@@ -1,0 +1,123 @@
+"""Remote checkpoints (s3://, gs://, ... through fsspec), downloaded once per node into a local cache directory.
+
+Many processes start at once on a node (one Ray actor per GPU, plus CPU workers); each must end up with the same
+complete local copy and only one may download it. So: a file lock per checkpoint, the download goes to a temporary
+directory next to the final one, a completion marker is written inside it, and it is renamed into place (atomic on
+one filesystem). Readers that find the marker use the copy without taking the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from filelock import FileLock
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "TRYALL_MODEL_CACHE"
+COMPLETE_MARKER = ".tryall-complete.json"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def default_cache_dir() -> Path:
+    """$TRYALL_MODEL_CACHE, else ~/.cache/tryall/models."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "tryall" / "models"
+
+
+def _version_tag(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "md5Hash", "generation", "LastModified", "mtime", "last_modified"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def _listing(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> dict[str, dict[str, Any]]:
+    """Files under `root` by path relative to it."""
+    # A fresh listing, never the filesystem object's cached one: it decides whether the local copy is current.
+    fs.invalidate_cache(root)
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint not found: {uri}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot list {uri}: {exc}") from exc
+    files = {}
+    prefix = root.rstrip("/") + "/"
+    for path, info in found.items():
+        if info.get("type", "file") != "file":
+            continue
+        rel = path[len(prefix) :] if path.startswith(prefix) else Path(path).name
+        files[rel] = info
+    if not files:
+        raise CheckpointError(f"checkpoint not found: {uri} (no files under it)")
+    return files
+
+
+def fetch(uri: str, *, cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None) -> Path:
+    """Local directory holding a complete copy of the checkpoint at `uri`, downloading it if this node lacks it.
+
+    The cache entry's name hashes the URI and the remote listing (names, sizes, ETags), so a checkpoint rewritten in
+    place is downloaded again rather than served stale. Pickle-format files are not downloaded: they are never read.
+    """
+    fs, root = fsspec.url_to_fs(uri, **(storage_options or {}))
+    files = _listing(fs, root, uri)
+    pickles = sorted(rel for rel in files if rel.lower().endswith(PICKLE_SUFFIXES))
+    wanted = {rel: info for rel, info in files.items() if rel not in pickles}
+    if not any(rel.endswith(".safetensors") for rel in wanted):
+        named = f" (found pickle-format {pickles[0]}, refused: tryall never unpickles files)" if pickles else ""
+        raise CheckpointError(f"{uri}: no safetensors weights{named}")
+    signature = json.dumps(sorted((rel, info.get("size"), _version_tag(info)) for rel, info in wanted.items()))
+    key = hashlib.sha256(f"{uri}\n{signature}".encode()).hexdigest()[:24]
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = base / key
+    if (final / COMPLETE_MARKER).is_file():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / f"{key}.lock")):
+        if (final / COMPLETE_MARKER).is_file():
+            return final
+        if final.exists():
+            # Only reachable if someone copied a partial directory into the cache by hand: never trust it.
+            shutil.rmtree(final)
+        _download(fs, root, uri, wanted, base, final)
+    return final
+
+
+def _download(
+    fs: fsspec.AbstractFileSystem, root: str, uri: str, files: dict[str, dict[str, Any]], base: Path, final: Path
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
+    start = time.monotonic()
+    log.info("downloading %s (%d files) to %s", uri, len(files), final)
+    try:
+        for rel, info in files.items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fs.get_file(f"{root.rstrip('/')}/{rel}", str(target))
+            except OSError as exc:
+                raise CheckpointError(f"cannot download {uri.rstrip('/')}/{rel}: {exc}") from exc
+            size = info.get("size")
+            if size is not None and target.stat().st_size != int(size):
+                raise CheckpointError(
+                    f"download of {uri.rstrip('/')}/{rel} is incomplete ({target.stat().st_size} of {size} bytes)"
+                )
+        marker = {"uri": uri, "files": sorted(files), "seconds": round(time.monotonic() - start, 3)}
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(marker))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("downloaded %s in %.1f s", uri, time.monotonic() - start)

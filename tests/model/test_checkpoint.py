@@ -1,0 +1,163 @@
+"""Checkpoints: bit-exact round trip, pickles refused, corrupt or missing files named, the SD + DINOv2 start."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import Dinov2Config, Dinov2Model
+
+from pipeline.errors import JobError
+from pipeline.model import CheckpointError, DTCSampler, SamplingParams, load_dtc, save_checkpoint
+from pipeline.model.checkpoint import build_from_sd_inpaint
+
+from .helpers import make_batch
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_unpickling(monkeypatch):
+    """Nothing in the model package may ever unpickle a file."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_round_trip_is_bit_exact(tiny_dtc, tiny_checkpoint):
+    loaded = load_dtc(str(tiny_checkpoint), device=CPU)
+    original, restored = tiny_dtc.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for name, tensor in original.items():
+        assert tensor.dtype == restored[name].dtype and torch.equal(tensor, restored[name]), name
+    public = lambda config: {k: v for k, v in dict(config).items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.unet.config) == public(tiny_dtc.unet.config)
+    assert public(loaded.vae.config) == public(tiny_dtc.vae.config)
+    assert loaded.scheduler_config == tiny_dtc.scheduler_config
+    assert loaded.image_processor.to_dict() == tiny_dtc.image_processor.to_dict()
+    assert loaded.default_resolution == 256 and loaded.model_id == str(tiny_checkpoint)
+    batch, params = make_batch(1, 64), SamplingParams(steps=3)
+    assert (DTCSampler(loaded, params).generate(batch) == DTCSampler(tiny_dtc, params).generate(batch)).all()
+
+
+def test_layout(tiny_checkpoint):
+    index = json.loads((tiny_checkpoint / "dtc.json").read_text())
+    assert index["format_version"] == 1 and index["model_type"] == "diffuse-to-choose"
+    for path in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "image_encoder/config.json",
+        "image_encoder/model.safetensors",
+        "hint/config.json",
+        "hint/model.safetensors",
+        "image_processor/preprocessor_config.json",
+        "scheduler/scheduler_config.json",
+    ]:
+        assert (tiny_checkpoint / path).is_file(), path
+    # The UNet and VAE folders are plain diffusers folders.
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_checkpoint / "unet"), use_safetensors=True)
+    assert unet.config.in_channels == 9
+    vae = AutoencoderKL.from_pretrained(str(tiny_checkpoint / "vae"), use_safetensors=True)
+    assert vae.config.latent_channels == 4
+
+
+def test_pickle_files_refused(tiny_checkpoint, tmp_path):
+    ckpt = _copy(tiny_checkpoint, tmp_path)
+    weights = ckpt / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model\.bin: pickle-format weights are refused"):
+        load_dtc(str(ckpt), device=CPU)
+    single = tmp_path / "model.ckpt"
+    single.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(CheckpointError, match=r"model\.ckpt: pickle-format"):
+        load_dtc(str(single), device=CPU)
+
+
+def test_truncated_weights_named(tiny_checkpoint, tmp_path):
+    ckpt = _copy(tiny_checkpoint, tmp_path)
+    weights = ckpt / "hint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(weights)) as err:
+        load_dtc(str(ckpt), device=CPU)
+    assert isinstance(err.value, JobError) and err.value.exit_code == 2
+
+
+def test_missing_component_named(tiny_checkpoint, tmp_path):
+    ckpt = _copy(tiny_checkpoint, tmp_path)
+    (ckpt / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"missing file .*vae/diffusion_pytorch_model\.safetensors"):
+        load_dtc(str(ckpt), device=CPU)
+    shutil.rmtree(ckpt / "image_processor")
+    (ckpt / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(
+        (tiny_checkpoint / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    )
+    with pytest.raises(CheckpointError, match=r"missing file .*preprocessor_config\.json"):
+        load_dtc(str(ckpt), device=CPU)
+
+
+def test_mismatched_weights_and_versions_refused(tiny_checkpoint, tmp_path):
+    ckpt = _copy(tiny_checkpoint, tmp_path)
+    config = json.loads((ckpt / "unet" / "config.json").read_text())
+    config["block_out_channels"] = [32, 32]
+    (ckpt / "unet" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"unet/diffusion_pytorch_model\.safetensors: weights do not fit"):
+        load_dtc(str(ckpt), device=CPU)
+    (ckpt / "dtc.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(CheckpointError, match="format_version 99 is not supported"):
+        load_dtc(str(ckpt), device=CPU)
+
+
+def test_unknown_sources_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no such model source"):
+        load_dtc(str(tmp_path / "nope"), device=CPU)
+    with pytest.raises(CheckpointError, match="not a DTC checkpoint"):
+        load_dtc(str(tmp_path), device=CPU)
+
+
+def test_save_refuses_non_empty_target(tiny_dtc, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_checkpoint(tiny_dtc, tiny_checkpoint)
+
+
+def test_file_uri(tiny_dtc, tiny_checkpoint):
+    loaded = load_dtc(tiny_checkpoint.as_uri(), device=CPU)
+    assert torch.equal(loaded.unet.conv_in.weight, tiny_dtc.unet.conv_in.weight)
+
+
+def test_sd_inpaint_plus_dinov2_start(tiny_dtc, tmp_path):
+    sd_dir, dino_dir = tmp_path / "sd-inpaint", tmp_path / "dinov2"
+    tiny_dtc.unet.save_pretrained(str(sd_dir / "unet"), safe_serialization=True)
+    tiny_dtc.vae.save_pretrained(str(sd_dir / "vae"), safe_serialization=True)
+    torch.manual_seed(3)
+    dino = Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14)).eval()
+    dino.save_pretrained(str(dino_dir), safe_serialization=True)
+
+    dtc = build_from_sd_inpaint(sd_dir, dino_dir, device=CPU, dtype=torch.float32, model_id="sd+dino")
+    for name, tensor in dino.state_dict().items():
+        assert torch.equal(dtc.image_encoder.backbone.state_dict()[name], tensor), name
+    assert dtc.image_encoder.proj.in_features == 48 and dtc.image_encoder.proj.out_features == 32
+    assert not dtc.image_encoder.uncond_vector.any()
+    assert dtc.default_resolution == 256
+    tokens = dtc.image_encoder(torch.randn(1, 3, 224, 224))
+    assert tokens.shape == (1, 257, 32)
+    sample = torch.randn(1, 9, 32, 32)
+    with torch.inference_mode():
+        ours = dtc(sample, torch.tensor(300), tokens, torch.randn(1, 4, 32, 32))
+        base = tiny_dtc.unet(sample, torch.tensor(300), encoder_hidden_states=tokens).sample
+    assert (ours - base).abs().max().item() <= 1e-5
+    with pytest.raises(CheckpointError, match="model_type"):
+        build_from_sd_inpaint(sd_dir, sd_dir / "unet", device=CPU, dtype=torch.float32, model_id="x")
