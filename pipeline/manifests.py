@@ -190,6 +190,11 @@ def _check_pairs(pairs: pa.Table, catalogue: pa.Table | None, scenes: pa.Table |
         names = sorted(set(pairs.filter(unknown).column("scene_id").to_pylist()))
         if names:
             problems.append(f"pairs manifest: {len(names)} scene_id values not in the scenes: {_examples(names)}")
+    empty_variants = pc.sum(pc.equal(pc.utf8_length(pairs.column("variant")), 0)).as_py() or 0
+    if empty_variants:
+        problems.append(
+            f"pairs manifest: column 'variant' has {empty_variants} empty values (leave it null for 'default')"
+        )
     keys = pc.binary_join_element_wise(
         pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"), "\x1f"
     )

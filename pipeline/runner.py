@@ -41,18 +41,42 @@ def check_output_writable(cfg: RunConfig) -> None:
         raise JobError(f"cannot write to output {cfg.run_uri}: {type(exc).__name__}: {exc}") from None
 
 
+# The suffixes pipeline.model.cache refuses (kept here so the driver need not import torch to check a source).
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def _refuse_pickle(source: str, found: str) -> JobError:
+    return JobError(
+        f"model.source {source}: {found} is a pickle-format checkpoint, refused (tryall never unpickles files); "
+        "convert it to safetensors, e.g. save_pretrained(..., safe_serialization=True)"
+    )
+
+
 def check_model_source(cfg: RunConfig) -> None:
-    """A checkpoint named by path or URI must exist before any GPU is requested."""
+    """A checkpoint named by path or URI must exist and hold safetensors weights before any GPU is requested.
+
+    Pickle-format files (.bin, .ckpt, ...) are refused here as the model package would refuse them in the
+    inference actor: a job error now, not a failed actor after the GPUs were requested.
+    """
     source = cfg.model.source
     if source in ("noop",) or "/" not in source and "://" not in source:
         return  # a named configuration; the model package rejects unknown names at load
+    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
+        raise _refuse_pickle(source, source)
     try:
         fs, path = filesystem(source, cfg.s3)
         found = fs.exists(path)
+        is_dir = found and fs.isdir(path)
+        files = [str(f) for f in fs.find(path)] if is_dir else []
     except Exception as exc:  # noqa: BLE001
         raise JobError(f"model.source {source}: cannot be reached: {type(exc).__name__}: {exc}") from None
     if not found:
         raise JobError(f"model.source {source}: no checkpoint there")
+    if is_dir and not any(f.endswith(".safetensors") for f in files):
+        pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise _refuse_pickle(source, pickles[0])
+        raise JobError(f"model.source {source}: no safetensors weights under it (is it a checkpoint directory?)")
 
 
 def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
@@ -60,11 +84,18 @@ def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
     done = record.done_keys(cfg, retry_failed=cfg.retry_failed)
     if not done:
         return pairs
-    keys = pc.binary_join_element_wise(
-        pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"), "\x1f"
-    )
-    done_set = pa.array(["\x1f".join(k) for k in done], pa.string())
+    keys = _pair_keys(pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"))
+    done_set = _pair_keys(*(pa.array(list(c), pa.string()) for c in zip(*done, strict=True)))
     return pairs.filter(pc.invert(pc.is_in(keys, value_set=done_set)))
+
+
+def _pair_keys(*columns: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """One string per pair that no two distinct pairs share, whatever the ids hold: each id is prefixed with its
+    length (`3:abc5:room1...`), so no separator character inside an id can make two pairs look alike."""
+    parts = []
+    for column in columns:
+        parts += [pc.cast(pc.utf8_length(column), pa.string()), ":", column]
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:

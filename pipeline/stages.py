@@ -166,10 +166,11 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Paste the generated crop back into the full scene, encode, write; return the pair's metadata row."""
     started = time.perf_counter()
     settings = image_settings(cfg)
-    key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
     output_uri, output_bytes = "", 0
     if row["status"] == "ok":
         try:
+            # Inside the try: an id that cannot be a key (empty) fails this pair, never the task and the job.
+            key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
             encoded, _ = composite_pair(
                 row["scene_bytes"], row["generated"], tuple(int(v) for v in row["window"]),
                 mask_bytes=row["mask_bytes"] or None, box=parse_box(row["box"]), settings=settings,

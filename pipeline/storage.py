@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.config import S3Config
@@ -43,8 +43,19 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+# Image URIs come from manifests: data, not trusted. Only the locations the contract names are fetched, so a
+# manifest row cannot make a worker fetch http(s) URLs (the instance metadata service, say) or chain filesystems.
+READABLE_PROTOCOLS = (None, "file", "local", "s3", "s3a")
+
+
 def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
-    """The object's bytes; a missing object or a failed read becomes a PairError with a stable reason."""
+    """The object's bytes; a missing object or a failed read becomes a PairError with a stable reason.
+
+    The read itself is retried by botocore (adaptive mode, `s3.max_attempts`) and by s3fs (throttling, dropped
+    connections) before a pair is failed with `fetch_error`.
+    """
+    if not isinstance(uri, str) or "::" in uri or split_protocol(uri)[0] not in READABLE_PROTOCOLS:
+        raise PairError(FETCH_ERROR, f"{uri!r} is not a location tryall reads: use s3://, file:// or a local path")
     try:
         fs, path = filesystem(uri, s3)
         return fs.cat_file(path)
