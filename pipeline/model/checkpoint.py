@@ -235,6 +235,10 @@ def external_transformers_model(
     return cast(model, device=device, dtype=dtype)
 
 
+def _vae_scale(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def _scheduler_config(folder: Path) -> dict[str, Any]:
     path = folder / "scheduler_config.json"
     return read_json(path) if path.is_file() else dict(SD_SCHEDULER_CONFIG)
@@ -275,7 +279,7 @@ def load_checkpoint(root: Path, *, device: torch.device, dtype: torch.dtype, mod
         image_processor=load_image_processor(root / "image_processor" / "preprocessor_config.json"),
         scheduler_config=_scheduler_config(root / "scheduler"),
         model_id=model_id,
-        default_resolution=int(index.get("default_resolution", unet.config.sample_size * 8)),
+        default_resolution=int(index.get("default_resolution", unet.config.sample_size * _vae_scale(vae))),
     )
 
 
@@ -367,7 +371,7 @@ def build_from_paint_by_example(
         image_processor=load_image_processor(root / "feature_extractor" / "preprocessor_config.json"),
         scheduler_config=_scheduler_config(root / "scheduler"),
         model_id=model_id,
-        default_resolution=int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
+        default_resolution=int(unet.config.sample_size) * _vae_scale(vae),
         seed=seed,
     )
 
@@ -411,7 +415,7 @@ def build_from_sd_inpaint(
         image_processor=dinov2_image_processor(reference_size),
         scheduler_config=_scheduler_config(sd_root / "scheduler"),
         model_id=model_id,
-        default_resolution=int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
+        default_resolution=int(unet.config.sample_size) * _vae_scale(vae),
         adapter_widths=SD15.adapter_widths,
         seed=seed,
     )

@@ -26,6 +26,9 @@ from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
+# Weights come from paths and object stores we control, never from a model hub (see DESIGN.md).
+HUB_PROTOCOLS = ("hf", "huggingface")
+
 
 def local_path(source: str, *, cache_dir: str | None, storage_options: dict[str, Any] | None) -> Path:
     """A local directory for `source`: itself, the path of a file:// URI, or the node-local copy of a remote one."""
@@ -34,6 +37,8 @@ def local_path(source: str, *, cache_dir: str | None, storage_options: dict[str,
         if protocol in ("file", "local"):
             _, path = fsspec.url_to_fs(source)
             return Path(path)
+        if protocol in HUB_PROTOCOLS:
+            raise CheckpointError(f"{source}: model hubs are never contacted; copy the weights to a path or s3:// URI")
         return fetch(source, cache_dir=cache_dir, storage_options=storage_options)
     return Path(source)
 

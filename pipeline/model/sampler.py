@@ -165,7 +165,7 @@ class DTCSampler:
         batch.validate(dtc.vae_scale_factor)
         device, dtype = dtc.device, dtc.dtype
         vae = dtc.vae
-        b, height, width = batch.scene.shape[:3]
+        height, width = batch.scene.shape[1:3]
         c, f = dtc.latent_channels, dtc.vae_scale_factor
         latent_shape = (c, height // f, width // f)
         noise, posterior_noise = self._noise(np.asarray(batch.seeds), latent_shape)

@@ -126,6 +126,8 @@ def test_unknown_sources_refused(tmp_path):
         load_dtc(str(tmp_path / "nope"), device=CPU)
     with pytest.raises(CheckpointError, match="not a DTC checkpoint"):
         load_dtc(str(tmp_path), device=CPU)
+    with pytest.raises(CheckpointError, match="model hubs are never contacted"):
+        load_dtc("hf://someone/some-model", device=CPU)
 
 
 def test_save_refuses_non_empty_target(tiny_dtc, tiny_checkpoint):

@@ -45,6 +45,22 @@ def test_convert_paint_by_example(pbe_dir, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_convert_sd_inpaint_plus_dinov2(tiny_dtc, tmp_path, capsys):
+    from transformers import Dinov2Config, Dinov2Model
+
+    sd_dir, dino_dir, out = tmp_path / "sd", tmp_path / "dino", tmp_path / "dtc"
+    tiny_dtc.unet.save_pretrained(str(sd_dir / "unet"), safe_serialization=True)
+    tiny_dtc.vae.save_pretrained(str(sd_dir / "vae"), safe_serialization=True)
+    Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
+        str(dino_dir)
+    )
+    args = ["convert", "--from-sd-inpaint", str(sd_dir), "--out", str(out)]
+    assert main(args) == 2 and "--dinov2" in capsys.readouterr().err
+    assert main([*args, "--dinov2", str(dino_dir)]) == 0
+    dtc = load_dtc(str(out), device=torch.device("cpu"))
+    assert dtc.image_encoder.kind == "dinov2" and dtc.image_encoder.proj.in_features == 48
+
+
 def test_bad_input_exits_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "pipeline.model", "info", str(tmp_path / "missing")]
