@@ -55,6 +55,7 @@ TRANSFORMERS_WEIGHTS = "model"
 IMAGE_PROCESSORS: dict[str, type[BaseImageProcessor]] = {
     "CLIPImageProcessor": CLIPImageProcessorPil,
     "CLIPImageProcessorPil": CLIPImageProcessorPil,
+    "CLIPFeatureExtractor": CLIPImageProcessorPil,
     "BitImageProcessor": BitImageProcessorPil,
     "BitImageProcessorPil": BitImageProcessorPil,
 }
@@ -162,14 +163,15 @@ def materialise(
 def load_image_processor(path: Path) -> BaseImageProcessor:
     """A transformers image processor from its preprocessor_config.json (PIL backend, known types only)."""
     data = read_json(path)
-    kind = data.get("image_processor_type")
+    # Older pipelines (the public Paint-by-Example one among them) record a feature_extractor_type instead.
+    kind = data.get("image_processor_type") or data.get("feature_extractor_type")
     cls = IMAGE_PROCESSORS.get(str(kind))
     if cls is None:
         raise CheckpointError(
             f"{path}: image_processor_type {kind!r} is not supported (known: {sorted(IMAGE_PROCESSORS)})"
         )
-    data.pop("image_processor_type", None)
-    data.pop("processor_class", None)
+    for key in ("image_processor_type", "feature_extractor_type", "processor_class"):
+        data.pop(key, None)
     return cls(**data)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,25 +39,10 @@ def tiny_checkpoint(tiny_dtc, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def s3_server(monkeypatch) -> Iterator[dict]:
-    """A real S3-protocol server (moto) on 127.0.0.1 with one bucket; yields storage_options for fsspec."""
+def s3_store(s3_server) -> Iterator[tuple[str, dict]]:
+    """A fresh bucket on the shared moto S3 server (tests/conftest.py); yields (bucket, fsspec storage_options)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="models")
-    try:
-        yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-    finally:
-        server.stop()
-        os.environ.pop("MOTO_PORT", None)
+    bucket = f"models-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    yield bucket, {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}

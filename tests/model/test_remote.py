@@ -20,19 +20,21 @@ from pipeline.model import cache as cache_module
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-URI = "s3://models/tiny"
 
 
-def _upload(local: Path, storage_options: dict, prefix: str = "models/tiny") -> None:
-    fs = s3fs.S3FileSystem(endpoint_url=storage_options["endpoint_url"], key="testing", secret="testing")
+def _upload(local: Path, bucket: str, storage_options: dict) -> str:
+    """Copy a checkpoint directory to s3://<bucket>/tiny; returns that URI."""
+    fs = s3fs.S3FileSystem(**storage_options)
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        fs.put_file(str(path), f"{prefix}/{path.relative_to(local).as_posix()}")
+        fs.put_file(str(path), f"{bucket}/tiny/{path.relative_to(local).as_posix()}")
+    return f"s3://{bucket}/tiny"
 
 
-def test_load_from_s3(tiny_dtc, tiny_checkpoint, s3_server, tmp_path, monkeypatch):
-    _upload(tiny_checkpoint, s3_server)
-    dtc = load_dtc(URI, device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=s3_server)
-    assert dtc.model_id == URI
+def test_load_from_s3(tiny_dtc, tiny_checkpoint, s3_store, tmp_path, monkeypatch):
+    bucket, options = s3_store
+    uri = _upload(tiny_checkpoint, bucket, options)
+    dtc = load_dtc(uri, device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=options)
+    assert dtc.model_id == uri
     for name, tensor in tiny_dtc.state_dict().items():
         assert torch.equal(dtc.state_dict()[name], tensor), name
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -40,12 +42,13 @@ def test_load_from_s3(tiny_dtc, tiny_checkpoint, s3_server, tmp_path, monkeypatc
     # A second load uses the cached copy.
     calls = []
     monkeypatch.setattr(cache_module, "_download", lambda *args, **kwargs: calls.append(args))
-    load_dtc(URI, device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=s3_server)
+    load_dtc(uri, device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=options)
     assert calls == []
 
 
-def test_concurrent_threads_download_once(tiny_checkpoint, s3_server, tmp_path, monkeypatch):
-    _upload(tiny_checkpoint, s3_server)
+def test_concurrent_threads_download_once(tiny_checkpoint, s3_store, tmp_path, monkeypatch):
+    bucket, options = s3_store
+    uri = _upload(tiny_checkpoint, bucket, options)
     calls = []
     real = cache_module._download
 
@@ -59,7 +62,7 @@ def test_concurrent_threads_download_once(tiny_checkpoint, s3_server, tmp_path, 
 
     def worker() -> None:
         barrier.wait()
-        results.append(cache_module.fetch(URI, cache_dir=tmp_path, storage_options=s3_server))
+        results.append(cache_module.fetch(uri, cache_dir=tmp_path, storage_options=options))
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for thread in threads:
@@ -90,8 +93,9 @@ print(json.dumps({"path": str(path), "downloads": len(calls)}))
 """
 
 
-def test_concurrent_processes_download_once(tiny_checkpoint, s3_server, tmp_path):
-    _upload(tiny_checkpoint, s3_server)
+def test_concurrent_processes_download_once(tiny_checkpoint, s3_store, tmp_path):
+    bucket, options = s3_store
+    uri = _upload(tiny_checkpoint, bucket, options)
     script, go, cache_dir = tmp_path / "worker.py", tmp_path / "go", tmp_path / "cache"
     script.write_text(_WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -99,7 +103,7 @@ def test_concurrent_processes_download_once(tiny_checkpoint, s3_server, tmp_path
     for i in range(2):
         ready = tmp_path / f"ready{i}"
         readies.append(ready)
-        args = [sys.executable, str(script), str(ready), str(go), URI, str(cache_dir), json.dumps(s3_server)]
+        args = [sys.executable, str(script), str(ready), str(go), uri, str(cache_dir), json.dumps(options)]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + 120
     while not all(r.exists() for r in readies):
@@ -116,10 +120,11 @@ def test_concurrent_processes_download_once(tiny_checkpoint, s3_server, tmp_path
     assert (Path(outputs[0]["path"]) / cache_module.COMPLETE_MARKER).is_file()
 
 
-def test_remote_pickles_and_missing_checkpoints_refused(s3_server, tmp_path):
-    fs = s3fs.S3FileSystem(endpoint_url=s3_server["endpoint_url"], key="testing", secret="testing")
-    fs.pipe_file("models/pickled/model.ckpt", b"\x80\x04pickle")
+def test_remote_pickles_and_missing_checkpoints_refused(s3_store, tmp_path):
+    bucket, options = s3_store
+    s3fs.S3FileSystem(**options).pipe_file(f"{bucket}/pickled/model.ckpt", b"\x80\x04pickle")
+    cpu = torch.device("cpu")
     with pytest.raises(CheckpointError, match=r"no safetensors weights \(found pickle-format model\.ckpt, refused"):
-        load_dtc("s3://models/pickled", device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=s3_server)
-    with pytest.raises(CheckpointError, match="checkpoint not found: s3://models/absent"):
-        load_dtc("s3://models/absent", device=torch.device("cpu"), cache_dir=str(tmp_path), storage_options=s3_server)
+        load_dtc(f"s3://{bucket}/pickled", device=cpu, cache_dir=str(tmp_path), storage_options=options)
+    with pytest.raises(CheckpointError, match=f"checkpoint not found: s3://{bucket}/absent"):
+        load_dtc(f"s3://{bucket}/absent", device=cpu, cache_dir=str(tmp_path), storage_options=options)
