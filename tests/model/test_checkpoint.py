@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -163,3 +164,28 @@ def test_sd_inpaint_plus_dinov2_start(tiny_dtc, tmp_path):
     assert (ours - base).abs().max().item() <= 1e-5
     with pytest.raises(CheckpointError, match="model_type"):
         build_from_sd_inpaint(sd_dir, sd_dir / "unet", device=CPU, dtype=torch.float32, model_id="x")
+
+
+def test_legacy_feature_extractor_config(tmp_path):
+    """The public Paint-by-Example pipeline's preprocessor config predates image_processor_type."""
+    from pipeline.model.checkpoint import load_image_processor
+
+    legacy = {
+        "crop_size": 224,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "size": 224,
+    }
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(json.dumps(legacy))
+    processor = load_image_processor(path)
+    pixels = processor(images=[np.zeros((300, 260, 3), np.uint8)], return_tensors="pt").pixel_values
+    assert pixels.shape == (1, 3, 224, 224)
+    path.write_text(json.dumps({**legacy, "feature_extractor_type": "SomethingElse"}))
+    with pytest.raises(CheckpointError, match="SomethingElse.* is not supported"):
+        load_image_processor(path)
