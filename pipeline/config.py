@@ -100,6 +100,13 @@ class S3Config(_Section):
     max_attempts: int = Field(10, ge=1, le=50, description="botocore retry attempts (adaptive mode)")
 
 
+class RecordConfig(_Section):
+    # A metadata part is written every part_rows rows or part_seconds, whichever comes first: what an interrupted
+    # run loses (and a rerun computes again) is at most that much. Small values only for tests and tiny runs.
+    part_rows: int = Field(1000, ge=1, description="rows per metadata Parquet part (at most)")
+    part_seconds: float = Field(60.0, gt=0.0, description="longest time finished rows wait before being written")
+
+
 class RunConfig(BaseSettings):
     """Everything one run needs. Output keys depend only on run_id, variant and pair."""
 
@@ -119,6 +126,7 @@ class RunConfig(BaseSettings):
     image: ImageConfig = ImageConfig()
     compute: ComputeConfig = ComputeConfig()
     s3: S3Config = S3Config()
+    record: RecordConfig = RecordConfig()
     retry_failed: bool = Field(False, description="on a rerun, compute pairs that failed before again")
     progress_interval_s: float = Field(10.0, gt=0.0)
 

@@ -133,7 +133,7 @@ def run(cfg: RunConfig) -> RunResult:
     if todo.num_rows:
         if not ray.is_initialized():
             ray.init()
-        writer = record.MetadataWriter(cfg)
+        writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
         progress = record.Progress(total=todo.num_rows, interval_s=cfg.progress_interval_s)
         for batch in build_dataset(cfg, todo).iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(batch)
