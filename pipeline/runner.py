@@ -59,10 +59,10 @@ def check_model_source(cfg: RunConfig) -> None:
     inference actor: a job error now, not a failed actor after the GPUs were requested.
     """
     source = cfg.model.source
-    if source in ("noop",) or "/" not in source and "://" not in source:
-        return  # a named configuration; the model package rejects unknown names at load
     if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
         raise _refuse_pickle(source, source)
+    if source in ("noop",) or "/" not in source and "://" not in source:
+        return  # a named configuration; the model package rejects unknown names at load
     try:
         fs, path = filesystem(source, cfg.s3)
         found = fs.exists(path)
