@@ -70,8 +70,10 @@ def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
 def write_bytes(uri: str, data: bytes, s3: S3Config | None = None) -> None:
     """Write so that a reader never sees a partial object under the final key.
 
-    An S3 PUT is atomic by itself (object stores have no partial objects); on a local filesystem the bytes go to
-    a temporary sibling first and are renamed into place.
+    An S3 PUT is atomic by itself (object stores have no partial objects): s3fs's pipe_file sends one PutObject
+    below 2 x 50 MiB (all our images and parts), and above that a multipart upload, whose object appears only when
+    CompleteMultipartUpload succeeds, so it is whole too. A failed or throttled PUT is retried by botocore and
+    s3fs. On a local filesystem the bytes go to a temporary sibling first and are renamed into place.
     """
     fs, path = filesystem(uri, s3)
     if not isinstance(fs, LocalFileSystem):
