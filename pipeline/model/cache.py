@@ -25,13 +25,13 @@ from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "TRYALL_MODEL_CACHE"
+CACHE_ENV = "TRYALL_MODEL_CACHE_DIR"
 COMPLETE_MARKER = ".tryall-complete.json"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
 def default_cache_dir() -> Path:
-    """$TRYALL_MODEL_CACHE, else ~/.cache/tryall/models."""
+    """$TRYALL_MODEL_CACHE_DIR, else ~/.cache/tryall/models."""
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "tryall" / "models"
 
