@@ -25,8 +25,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+# The AWS SDK's DEBUG records print signed requests: the access key id, the session token (X-Amz-Security-Token) and
+# the strings that were signed. Credentials must never reach a log, so these loggers stay at INFO whatever --log-level.
+_CREDENTIAL_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in _CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
 
 
 def print_summary(summary: dict, run_uri: str) -> None:
