@@ -38,13 +38,15 @@ def _image_times(fs, rows: list[dict]) -> dict[str, object]:
 def test_resume_after_sigkill_computes_only_what_is_not_done(ray_local, s3_server, s3_bucket, tmp_path):
     s3 = S3Config(**s3_config(s3_server))
     fs = s3fs_for(s3_server)
-    sample = write_sample_set(f"s3://{s3_bucket}/inputs", n_products=8, n_scenes=4, scene_size=(160, 120), s3=s3)
+    sample = write_sample_set(f"s3://{s3_bucket}/inputs", n_products=12, n_scenes=8, scene_size=(160, 120), s3=s3)
     # One product whose image does not exist yet: a failed row, retried only when asked.
     catalogue = pq.read_table(sample.catalogue_uri.removeprefix("s3://"), filesystem=fs).to_pylist()
     late_uri = f"s3://{s3_bucket}/inputs/products/late.jpg"
     catalogue.append({"product_id": "late", "image_uri": late_uri, "category": "decor"})
     fs.pipe(sample.catalogue_uri, parquet(pa.Table.from_pylist(catalogue)))
-    total = len(catalogue) * len(sample.scene_ids)  # pairing "all"
+    # Pairing "all": 104 pairs, 7 blocks of 16. On 2 cores rows reach the driver late in the run and close
+    # together (a part every ~0.6 s here), so the run must be long enough for the kill to land between parts.
+    total = len(catalogue) * len(sample.scene_ids)
     expected = {(r["product_id"], s, "default") for r in catalogue for s in sample.scene_ids}
 
     config = {
