@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 from pipeline.errors import JobError
 
 ENV_PREFIX = "TRYALL_"
+# The node-local model cache directory; infra/ sets it on every node (pipeline.model.cache reads the same name).
+MODEL_CACHE_ENV = "TRYALL_MODEL_CACHE_DIR"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
 
@@ -42,7 +45,10 @@ class PairingConfig(_Section):
 class ModelConfig(_Section):
     source: str = Field("tiny", description="a named configuration (tiny, sd15), a local path or an s3:// URI")
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    cache_dir: str | None = Field(None, description="node-local model cache; default from TRYALL_MODEL_CACHE_DIR")
+    cache_dir: str | None = Field(
+        default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
+        description="node-local model cache (weights are fetched once per node); default from TRYALL_MODEL_CACHE_DIR",
+    )
     compile: bool = False
 
 
@@ -107,6 +113,78 @@ class RecordConfig(_Section):
     part_seconds: float = Field(60.0, gt=0.0, description="longest time finished rows wait before being written")
 
 
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SelectionConfig(_Section):
+    """Which catalogue products the run takes, before pairing. The defaults take the whole catalogue.
+
+    `shard_count`/`shard_index` split the (selected) catalogue by a stable hash of product_id: shards 0..n-1 of the
+    same catalogue are disjoint and together cover it, so n submissions (each its own run_id) can run side by side.
+    """
+
+    categories: list[str] | None = Field(None, min_length=1, description="only products of these categories")
+    product_ids: list[str] | None = Field(None, min_length=1, description="only these products")
+    product_ids_uri: str | None = Field(None, description="a Parquet file with a product_id column: only these")
+    shard_count: int = Field(1, ge=1, le=100_000)
+    shard_index: int = Field(0, ge=0, description="this run's shard, 0 <= shard_index < shard_count")
+    incremental: bool | None = Field(
+        None,
+        description="only products new or changed since the last finished run under output_uri; "
+        "unset: the job decides (nightly: true, backfill and ab: false)",
+    )
+
+    @field_validator("shard_index")
+    @classmethod
+    def _index_below_count(cls, value: int, info: Any) -> int:
+        count = info.data.get("shard_count")
+        if count is not None and value >= count:
+            raise ValueError(f"must be less than shard_count ({count})")
+        return value
+
+    @property
+    def covers_catalogue(self) -> bool:
+        """True when nothing but `incremental` narrows the catalogue (the run sees every product)."""
+        return not (self.categories or self.product_ids or self.product_ids_uri) and self.shard_count == 1
+
+
+class VariantConfig(_Section):
+    """One arm of an A/B run: a name (its images go under images/<name>/) and overrides of model and sampling."""
+
+    name: str
+    model: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's model section")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's sampling section")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _VARIANT_NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with one of the "
+                             "first two")
+        return value
+
+    @field_validator("sampling")
+    @classmethod
+    def _same_seed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "seed" in value:
+            raise ValueError("seed cannot differ between variants: every variant uses the same seed for a pair, so "
+                             "comparisons are paired (set sampling.seed for the whole run)")
+        return value
+
+
+def _merged(section: BaseModel, overrides: dict[str, Any], where: str) -> BaseModel:
+    """`section` with `overrides` applied and validated again; errors name `where.<field>`."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **overrides})
+    except ValidationError as exc:
+        lines = [
+            f"{where}.{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
+            + ("" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})")
+            for err in exc.errors()
+        ]
+        raise ValueError("; ".join(lines)) from None
+
+
 class RunConfig(BaseSettings):
     """Everything one run needs. Output keys depend only on run_id, variant and pair."""
 
@@ -127,6 +205,10 @@ class RunConfig(BaseSettings):
     compute: ComputeConfig = ComputeConfig()
     s3: S3Config = S3Config()
     record: RecordConfig = RecordConfig()
+    selection: SelectionConfig = SelectionConfig()
+    variants: list[VariantConfig] = Field(
+        default_factory=list, description="A/B arms; empty: one arm named 'default' with the run's model and sampling"
+    )
     retry_failed: bool = Field(False, description="on a rerun, compute pairs that failed before again")
     progress_interval_s: float = Field(10.0, gt=0.0)
 
@@ -137,6 +219,26 @@ class RunConfig(BaseSettings):
             raise ValueError(
                 "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_valid(cls, value: list[VariantConfig], info: Any) -> list[VariantConfig]:
+        names = [v.name for v in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        problems = []
+        for i, variant in enumerate(value):  # each variant's merged sections must be valid on their own
+            for section in ("model", "sampling"):
+                base = info.data.get(section)
+                try:
+                    if base is not None:
+                        _merged(base, getattr(variant, section), f"variants.{i}.{section}")
+                except ValueError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @model_validator(mode="after")
@@ -150,6 +252,22 @@ class RunConfig(BaseSettings):
     @property
     def run_uri(self) -> str:
         return f"{self.output_uri.rstrip('/')}/{self.run_id}"
+
+    def variant_names(self) -> list[str]:
+        """The run's variants in order; `["default"]` when it defines none."""
+        return [v.name for v in self.variants] or ["default"]
+
+    def for_variant(self, name: str) -> RunConfig:
+        """The configuration one variant computes with: the run's, with the variant's model and sampling overrides."""
+        if not self.variants:
+            return self
+        variant = next((v for v in self.variants if v.name == name), None)
+        if variant is None:
+            raise KeyError(f"no variant named {name!r}")
+        return self.model_copy(update={
+            "model": _merged(self.model, variant.model, f"variants.{name}.model"),
+            "sampling": _merged(self.sampling, variant.sampling, f"variants.{name}.sampling"),
+        })
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved configuration as JSON data, with anything secret-looking removed."""
@@ -214,7 +332,7 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
         shown = err.get("input")
-        got = "" if isinstance(shown, dict) or shown is None else f" (got {shown!r})"
+        got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
         lines.append(f"  {field}: {err['msg']}{got}")
     return "invalid configuration:\n" + "\n".join(lines)
 
