@@ -44,6 +44,10 @@ METADATA_SCHEMA = pa.schema(
         ("inference_s", pa.float32()),
         ("postprocess_s", pa.float32()),
         ("finished_at", pa.timestamp("us", tz="UTC")),
+        # The product image this row was made from: the nightly's "changed product" check compares it.
+        ("product_uri", pa.string()),
+        # The Ray node id of the inference actor that computed the pair (null when it never reached the model).
+        ("inference_node", pa.string()),
     ]
 )
 PAIR_KEY = ("product_id", "scene_id", "variant")

@@ -14,11 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline import record
+from pipeline import record, selection
 from pipeline.config import RunConfig
 from pipeline.errors import JobError
 from pipeline.manifests import load_manifests
-from pipeline.pairing import make_pairs
 from pipeline.stages import Inference, postprocess, preprocess
 from pipeline.storage import filesystem
 
@@ -117,13 +116,27 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     )
 
 
+def variant_batches(cfg: RunConfig, todo: pa.Table):
+    """The finished rows of every variant, one Ray Data pass per variant (each with its own model and sampling)."""
+    for name in cfg.variant_names():
+        part = todo.filter(pc.equal(todo.column("variant"), name)) if cfg.variants else todo
+        if not part.num_rows:
+            continue
+        if cfg.variants:
+            log.info("variant %s: %d pairs to compute", name, part.num_rows)
+        yield from build_dataset(cfg.for_variant(name), part).iter_batches(batch_size=None, batch_format="pyarrow")
+
+
 def run(cfg: RunConfig) -> RunResult:
     """Run (or resume) `cfg.run_id`; returns the summary that was written last to the run folder."""
     started = time.monotonic()
+    started_at = selection.now_iso()
     manifests = load_manifests(cfg.catalogue_uri, cfg.scenes_uri, cfg.pairs_uri, cfg.s3)
-    pairs = make_pairs(manifests, cfg.pairing, cfg.sampling.seed)
-    check_model_source(cfg)
+    for name in cfg.variant_names():
+        check_model_source(cfg.for_variant(name))
     check_output_writable(cfg)
+    planned = selection.plan(cfg, manifests, started_at=started_at)
+    pairs = planned.pairs
     record.clear_summary(cfg)
     todo = pending_pairs(cfg, pairs)
     log.info("run %s: %d pairs, %d already done, %d to compute; output %s",
@@ -135,7 +148,7 @@ def run(cfg: RunConfig) -> RunResult:
             ray.init()
         writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
         progress = record.Progress(total=todo.num_rows, interval_s=cfg.progress_interval_s)
-        for batch in build_dataset(cfg, todo).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in variant_batches(cfg, todo):
             writer.add(batch)
             gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0
             line = progress.update(batch.column("status").to_pylist())
@@ -147,5 +160,7 @@ def run(cfg: RunConfig) -> RunResult:
     table = record.read_metadata(cfg)
     summary = record.build_summary(cfg, table, attempt_pairs=todo.num_rows, wall_s=time.monotonic() - started,
                                    gpu_s=gpu_s)
+    summary.update(started_at=started_at, selection=planned.selection, variants=cfg.variant_names(),
+                   by_variant=selection.variant_counts(table))
     record.write_summary(cfg, summary)
     return RunResult(summary=summary, run_uri=cfg.run_uri)

@@ -106,7 +106,11 @@ class Inference:
     """One per GPU: loads the model once, then generates batches. Runs unchanged on CPU without CUDA."""
 
     def __init__(self, cfg: RunConfig) -> None:
+        import ray
+
         self.cfg = cfg
+        # Recorded per pair (metadata `inference_node`), so placement on GPU nodes can be checked after the run.
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         if cfg.model.source == "noop":
             self.sampler: Any = NoopSampler()
             self.model_id = "noop"
@@ -159,6 +163,9 @@ class Inference:
         # GPU time is shared evenly by the batch's pairs that were computed.
         out["inference_s"] = np.where(batch["status"] == "ok", elapsed / max(len(ok), 1), 0.0).astype(np.float32)
         out["model_id"] = np.array([self.model_id] * n, dtype=object)
+        ran = np.zeros(n, np.bool_)
+        ran[ok] = True
+        out["inference_node"] = np.array([self.node_id if r else None for r in ran], dtype=object)
         return out
 
 
@@ -203,4 +210,6 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "preprocess_s": float(row["preprocess_s"]),
         "inference_s": float(row.get("inference_s", 0.0)),
         "postprocess_s": time.perf_counter() - started,
+        "product_uri": row.get("product_uri"),
+        "inference_node": row.get("inference_node") or None,
     }
