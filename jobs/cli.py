@@ -42,6 +42,13 @@ def print_summary(summary: dict, run_uri: str) -> None:
     print(f"outputs: {run_uri}/ (images/, metadata/, summary.json, config.json)")
 
 
+def with_job_defaults(cfg: RunConfig, *, incremental: bool) -> RunConfig:
+    """Fill in what the configuration leaves to the job: `selection.incremental` when it is unset."""
+    if cfg.selection.incremental is not None:
+        return cfg
+    return cfg.model_copy(update={"selection": cfg.selection.model_copy(update={"incremental": incremental})})
+
+
 def run_job(args: argparse.Namespace, job: Callable[[RunConfig], int]) -> int:
     """Load the configuration and run `job`, turning job-level errors into a message and exit status 2."""
     setup_logging(args.log_level)

@@ -1,19 +1,28 @@
-"""The main job: a product catalogue against a scene set.
+"""The nightly job: the catalogue's new or changed products since the last finished run, against the scene set.
 
-    ray job submit --working-dir . -- python -m jobs.nightly --config configs/nightly.yaml
+    python -m jobs.submit nightly --config configs/nightly.yaml --set run_id=nightly-2026-11-25
+    # the same, with Ray's CLI:
+    ray job submit --address http://127.0.0.1:8265 --submission-id nightly-nightly-2026-11-25 \\
+      --runtime-env infra/runtime_env.yaml -- python -m jobs.nightly --config configs/nightly.yaml \\
+      --set run_id=nightly-2026-11-25
+
+`selection.incremental` is on unless the configuration turns it off: a product is new or changed when its
+`updated_at` is later than what the last finished whole-catalogue run under the same `output_uri` read, or, without
+`updated_at`, when no earlier finished run there has an `ok` row for its product_id and image_uri. The first nightly
+under an `output_uri` takes the whole catalogue. See pipeline/selection.py.
 """
 
 from __future__ import annotations
 
 import sys
 
-from jobs.cli import parser, print_summary, run_job
+from jobs.cli import parser, print_summary, run_job, with_job_defaults
 from pipeline.config import RunConfig
 from pipeline.runner import run
 
 
 def nightly(cfg: RunConfig) -> int:
-    result = run(cfg)
+    result = run(with_job_defaults(cfg, incremental=True))
     print_summary(result.summary, result.run_uri)
     return 0
 

@@ -1,0 +1,36 @@
+"""The A/B job: one run, several variants (model checkpoint and/or sampling settings), paired by seed.
+
+    python -m jobs.submit ab --config configs/ab.yaml --set run_id=ab-2026-11-25-steps
+
+Each variant's images go under `images/<variant>/...` and its metadata rows carry `variant`; every variant computes
+every pair with the same seed (pipeline.pairing.pair_seed ignores the variant), so the comparison is paired. The
+variants run one after another in the same run, each in its own Ray Data pass (its model loaded once per actor).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jobs.cli import parser, print_summary, run_job, with_job_defaults
+from pipeline.config import ConfigError, RunConfig
+from pipeline.runner import run
+
+
+def ab(cfg: RunConfig) -> int:
+    if len(cfg.variants) < 2:
+        raise ConfigError(
+            f"invalid configuration:\n  variants: an A/B run needs at least two variants (got {len(cfg.variants)})"
+        )
+    result = run(with_job_defaults(cfg, incremental=False))
+    print_summary(result.summary, result.run_uri)
+    print(f"variants: {', '.join(cfg.variant_names())} under {result.run_uri}/images/<variant>/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.strip().splitlines()[0]).parse_args(argv)
+    return run_job(args, ab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
