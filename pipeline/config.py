@@ -198,7 +198,7 @@ class RunConfig(BaseSettings):
     pairs_uri: str | None = None
     output_uri: str
     pairing: PairingConfig = PairingConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)  # a factory: cache_dir reads the environment now
     sampling: SamplingConfig = SamplingConfig()
     output: OutputConfig = OutputConfig()
     image: ImageConfig = ImageConfig()
