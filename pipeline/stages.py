@@ -211,5 +211,6 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "inference_s": float(row.get("inference_s", 0.0)),
         "postprocess_s": time.perf_counter() - started,
         "product_uri": row.get("product_uri"),
-        "inference_node": row.get("inference_node") or None,
+        # An all-null column can reach this row as NaN: only a node id string is recorded.
+        "inference_node": row.get("inference_node") if isinstance(row.get("inference_node"), str) else None,
     }
