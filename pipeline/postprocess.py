@@ -1,11 +1,14 @@
 """CPU stage after the model: paste the generated crop into the full-resolution scene and encode it.
 
 `composite_pair` is pure (bytes and arrays in, bytes out) and raises only `PairError`. It decodes the scene
-again at full resolution (upright), rebuilds the region from the same mask or box as `prepare_pair`, blends
-the generated crop in with a feathered alpha that is exactly 0 outside the dilated region, and encodes.
+again at full resolution (upright), takes the region `prepare_pair` packed (or rebuilds it from the same mask
+or box), blends the generated crop in with a feathered alpha that is exactly 0 outside the dilated region, and
+encodes.
 """
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 
@@ -20,6 +23,7 @@ from pipeline.imaging.decode import (
     upright_size,
 )
 from pipeline.imaging.geometry import Box
+from pipeline.imaging.masks import Region
 from pipeline.imaging.settings import ImageSettings
 from pipeline.preprocess import build_region
 
@@ -29,17 +33,22 @@ def composite_pair(
     generated: np.ndarray,
     window: tuple[int, int, int, int],
     *,
-    mask_bytes: bytes | None,
-    box: tuple | None,
+    mask_bytes: bytes | None = None,
+    box: tuple | None = None,
+    region: bytes | None = None,
     settings: ImageSettings,
 ) -> tuple[bytes, tuple[int, int]]:
     """Returns (encoded image, (W, H) of the upright scene). Raises only `PairError`.
 
     `generated` is uint8 (h, w, 3) covering `window` (normally R x R from the model); `window` is the one
-    `prepare_pair` returned. The output keeps the scene's RGB ICC profile, and has no EXIF.
+    `prepare_pair` returned. The region is `region`, the `PreparedPair.region` bytes of the same pair (the
+    pipeline's way: the mask is not decoded again), or else rebuilt from exactly one of `mask_bytes` and `box`.
+    The output keeps the scene's RGB ICC profile, and has no EXIF.
     """
     try:
-        return _composite(scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, settings=settings)
+        return _composite(
+            scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, region=region, settings=settings
+        )
     except PairError:
         raise
     except Exception as exc:  # a bug or resource exhaustion: one failed row with the cause, not a failed batch
@@ -83,6 +92,7 @@ def _composite(
     *,
     mask_bytes: bytes | None,
     box: object,
+    region: bytes | None,
     settings: ImageSettings,
 ) -> tuple[bytes, tuple[int, int]]:
     generated = _check_generated(generated)
@@ -90,11 +100,28 @@ def _composite(
     orientation = read_orientation(scene, what="scene")
     size = upright_size(scene.size, orientation)
     check_encodable(size, settings.output_format)
-    region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
-    window = _check_window(window, region.bbox)
+    if region:
+        if mask_bytes is not None or box is not None:
+            raise ValueError("give the region either packed (region) or as mask_bytes / box, not both")
+        found = unpack_region(region)
+        if found.size != size:
+            raise PairError(
+                INTERNAL_ERROR, f"the packed region is for a {found.size} scene, this scene is {size}: wrong pair"
+            )
+    else:
+        found = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+    window = _check_window(window, found.bbox)
     icc_profile = rgb_icc_profile(scene)
     rgb, _ = load_rgb(scene, what="scene")
     upright = transpose_upright(rgb, orientation)
-    paste_back(upright, generated, window, region, dilate_px=settings.dilate_px, feather_px=settings.feather_px)
+    paste_back(upright, generated, window, found, dilate_px=settings.dilate_px, feather_px=settings.feather_px)
     encoded = encode_image(upright, settings.output_format, settings.output_quality, icc_profile=icc_profile)
     return encoded, size
+
+
+def unpack_region(data: bytes) -> Region:
+    """`Region.unpack`, with malformed bytes as this pair's `internal_error` (they come from our own stage)."""
+    try:
+        return Region.unpack(data)
+    except (ValueError, struct.error) as exc:
+        raise PairError(INTERNAL_ERROR, f"the packed region cannot be read: {exc}") from exc

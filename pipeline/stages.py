@@ -68,7 +68,7 @@ def preprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     settings = image_settings(cfg)
     res, ref = settings.resolution, settings.reference_size
-    row.update(status="ok", error_reason="", error_message="", scene_bytes=b"", mask_bytes=b"",
+    row.update(status="ok", error_reason="", error_message="", scene_bytes=b"", region=b"",
                window=np.zeros(4, np.int64), scene_width=0, scene_height=0)
     arrays = {
         "scene_crop": np.zeros((res, res, 3), np.uint8),
@@ -84,7 +84,8 @@ def preprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         prepared = prepare_pair(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
         arrays.update(scene_crop=prepared.scene_crop, mask_crop=prepared.mask_crop, hint=prepared.hint,
                       reference=prepared.reference)
-        row.update(scene_bytes=scene_bytes, mask_bytes=mask_bytes or b"", window=np.asarray(prepared.window),
+        # The region travels packed (its bbox, one bit a pixel): postprocess never decodes the mask image again.
+        row.update(scene_bytes=scene_bytes, region=prepared.region, window=np.asarray(prepared.window),
                    scene_width=prepared.scene_size[0], scene_height=prepared.scene_size[1])
     except Exception as exc:  # noqa: BLE001 - every failure becomes this pair's row, never the batch's
         _fail(row, exc, "preprocess")
@@ -180,7 +181,7 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
             key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
             encoded, _ = composite_pair(
                 row["scene_bytes"], row["generated"], tuple(int(v) for v in row["window"]),
-                mask_bytes=row["mask_bytes"] or None, box=parse_box(row["box"]), settings=settings,
+                region=row["region"], settings=settings,
             )
             try:
                 write_bytes(join(cfg.run_uri, key), encoded, cfg.s3)

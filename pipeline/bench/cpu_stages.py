@@ -1,0 +1,133 @@
+"""Core-milliseconds per pair of the CPU stages, on the real `prepare_pair` and `composite_pair`.
+
+The inputs are what a fetch returns (bytes): a 12-megapixel photo-like JPEG scene, a 1-megapixel JPEG product, and
+the region as a PNG mask (the `mask` case, the headline) or as a box (the `box` case). The generated crop is the scene
+crop itself (what the no-op model returns). Time is this process's CPU time (all its threads), so it is the CPU a
+machine must supply per pair, whatever else runs; the median of `repeats` runs is reported.
+
+The breakdown wraps the functions the two stages call (decode, mask, collage, paste-back, encode) with timers for the
+measurement only, so it describes the code that runs in production; `other` is what no wrapped function covers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pipeline.postprocess as post
+import pipeline.preprocess as pre
+from pipeline.bench.images import PairInputs, pair_inputs
+from pipeline.imaging import masks
+from pipeline.imaging.settings import ImageSettings
+
+CATEGORIES = ("decode", "mask", "collage", "paste_back", "encode", "other")
+
+# (module, attribute, category): the leaves of the two stages' call trees. Attributes a module lacks are skipped.
+_WRAPPED = [
+    (pre, "open_image", "decode"),
+    (pre, "load_rgb", "decode"),
+    (pre, "transpose_upright", "decode"),
+    (pre, "build_region", "mask"),
+    (pre, "crop_resized", "collage"),
+    (pre, "hint_rectangle", "collage"),
+    (pre, "make_hint", "collage"),
+    (pre, "make_reference", "collage"),
+    (post, "open_image", "decode"),
+    (post, "load_rgb", "decode"),
+    (post, "transpose_upright", "decode"),
+    (post, "build_region", "mask"),
+    (post, "paste_back", "paste_back"),
+    (post, "encode_image", "encode"),
+    (masks.Region, "resized_crop", "mask"),
+    (masks.Region, "pack", "mask"),
+    (masks.Region, "unpack", "mask"),
+]
+
+
+@contextlib.contextmanager
+def _instrumented(totals: dict[str, float]) -> Iterator[None]:
+    saved: list[tuple[Any, str, Any]] = []
+
+    def timed(fn: Callable[..., Any], category: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[category] += time.process_time() - start
+
+        return wrapper
+
+    try:
+        for owner, name, category in _WRAPPED:
+            raw = owner.__dict__.get(name)
+            if raw is None:
+                continue
+            saved.append((owner, name, raw))
+            if isinstance(raw, classmethod):
+                setattr(owner, name, classmethod(timed(raw.__func__, category)))
+            else:
+                setattr(owner, name, timed(raw, category))
+        yield
+    finally:
+        for owner, name, raw in reversed(saved):
+            setattr(owner, name, raw)
+
+
+def run_pair(inputs: PairInputs, settings: ImageSettings, *, use_mask: bool) -> dict[str, float]:
+    """CPU seconds of one pair through both stages: totals per stage and per category."""
+    totals: dict[str, float] = defaultdict(float)
+    mask, box = (inputs.mask, None) if use_mask else (None, inputs.box)
+    with _instrumented(totals):
+        start = time.process_time()
+        prepared = pre.prepare_pair(inputs.scene, inputs.product, mask_bytes=mask, box=box, settings=settings)
+        middle = time.process_time()
+        post.composite_pair(
+            inputs.scene, prepared.scene_crop, prepared.window, settings=settings,
+            **_region_kwargs(prepared, mask, box),
+        )
+        end = time.process_time()
+    totals["preprocess"], totals["postprocess"] = middle - start, end - middle
+    totals["total"] = end - start
+    totals["other"] = totals["total"] - sum(totals[c] for c in CATEGORIES if c != "other")
+    return totals
+
+
+def _region_kwargs(prepared: Any, mask: bytes | None, box: tuple | None) -> dict[str, Any]:
+    """The region as `stages.postprocess` passes it: packed by `prepare_pair` (older code: the mask or box again)."""
+    region = getattr(prepared, "region", None)
+    return {"region": region} if region else {"mask_bytes": mask, "box": box}
+
+
+def bench_cpu_stages(
+    *, scene_size: tuple[int, int] = (4000, 3000), product_size: tuple[int, int] = (1000, 1000), repeats: int = 15,
+    settings: ImageSettings | None = None,
+) -> dict[str, Any]:
+    settings = settings or ImageSettings()
+    inputs = pair_inputs(scene_size, product_size)
+    cases = {}
+    for case, use_mask in (("mask", True), ("box", False)):
+        run_pair(inputs, settings, use_mask=use_mask)  # warm-up: imports, allocator, Pillow's plugin tables
+        runs = [run_pair(inputs, settings, use_mask=use_mask) for _ in range(repeats)]
+        keys = ["total", "preprocess", "postprocess", *CATEGORIES]
+        cases[case] = {f"{k}_core_ms": round(statistics.median(r[k] for r in runs) * 1e3, 1) for k in keys}
+        cases[case]["total_core_ms_min"] = round(min(r["total"] for r in runs) * 1e3, 1)
+    return {
+        "total_core_ms_per_pair": cases["mask"]["total_core_ms"],
+        "headline_case": "mask (PNG mask_uri region); see cases.box for the box form",
+        "inputs": {
+            "scene": f"{scene_size[0]}x{scene_size[1]} photo-like JPEG q92, {len(inputs.scene) / 1e6:.2f} MB",
+            "product": f"{product_size[0]}x{product_size[1]} photo-like JPEG q92, {len(inputs.product) / 1e6:.2f} MB",
+            "mask": f"8-bit grey PNG, {len(inputs.mask) / 1e3:.0f} kB; region bbox {inputs.box}",
+            "output": f"{settings.output_format} q{settings.output_quality}, model crop {settings.resolution} px",
+        },
+        "repeats": repeats,
+        "statistic": "median of per-pair process CPU time (core-ms); fetch excluded",
+        "cases": cases,
+    }

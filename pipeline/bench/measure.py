@@ -1,0 +1,139 @@
+"""Timing and memory helpers: medians of repeated measurements, process CPU time, peak RSS from /proc."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1e3, 2)
+
+
+def cpu_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Median process CPU time of `fn()` in milliseconds (core-ms: every thread of this process counts), the samples
+    in seconds, and the last result. CPU time, not wall time, so other processes on the machine change it little."""
+    samples, result = [], None
+    for _ in range(repeats):
+        start = time.process_time()
+        result = fn()
+        samples.append(time.process_time() - start)
+    return median_ms(samples), samples, result
+
+
+def _status_kib(pid: int | str, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def peak_rss_mib(pid: int | str = "self") -> float | None:
+    """The process's peak resident set size (VmHWM) in MiB, from /proc (Linux)."""
+    kib = _status_kib(pid, "VmHWM")
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def rss_mib(pid: int | str = "self") -> float | None:
+    kib = _status_kib(pid, "VmRSS")
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+    except OSError:
+        return "?"
+
+
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU seconds of a process so far (utime + stime from /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class MemorySampler:
+    """Samples, every `interval_s`, the peak RSS of this process and of every process below it (Ray's raylet, GCS and
+    workers when this process started Ray), and the largest sum of their current RSS. VmHWM is a running peak, so a
+    worker's peak is caught unless it exits between two samples after growing."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.peaks: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self.max_total_rss_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        total = 0.0
+        for pid in [os.getpid(), *descendants(os.getpid())]:
+            peak, now = peak_rss_mib(pid), rss_mib(pid)
+            if peak is None:
+                continue
+            if pid not in self.names:
+                self.names[pid] = process_name(pid)
+            self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)
+            total += now or 0.0
+        self.max_total_rss_mib = max(self.max_total_rss_mib, round(total, 1))
+
+    def summary(self) -> dict[str, Any]:
+        driver = self.peaks.get(os.getpid())
+        workers = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and _is_worker(self.names[pid])}
+        others = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and pid not in workers}
+        top = max(workers.items(), key=lambda kv: kv[1]) if workers else None
+        return {
+            "driver_peak_rss_mib": driver,
+            "worker_peak_rss_mib": top[1] if top else None,
+            "worker_peak_process": self.names[top[0]] if top else None,
+            "workers_seen": len(workers),
+            "other_ray_processes_peak_rss_mib": round(max(others.values()), 1) if others else None,
+            "all_processes_max_total_rss_mib": self.max_total_rss_mib,
+        }
+
+
+def _is_worker(cmdline: str) -> bool:
+    return "default_worker.py" in cmdline or cmdline.startswith("ray::")
