@@ -1,16 +1,16 @@
 """Submit a tryall job to a Ray cluster, with a submission id that derives from the run id.
 
-    python -m jobs.submit nightly --config configs/nightly.yaml --set run_id=nightly-2026-11-25 \\
+    python -m jobs.submit nightly --config configs/nightly.yaml --set run_id=2026-11-25 \\
         [--address http://127.0.0.1:8265] [--runtime-env infra/runtime_env.yaml] [--wait]
 
-The submission id is `<job>-<run_id>` (for example `nightly-nightly-2026-11-25`), so submitting the same run twice is
+The submission id is `<job>-<run_id>` (for example `nightly-2026-11-25`), so submitting the same run twice is
 refused by the cluster (exit status 2): two drivers never write the same run folder. To continue a run after its job
 stopped or failed, submit it again with `--attempt 2` (id `<job>-<run_id>-2`), which is refused while an earlier
 attempt of the run is still pending or running. The equivalent with Ray's CLI, run from the repository root:
 
-    ray job submit --address http://127.0.0.1:8265 --submission-id nightly-nightly-2026-11-25 --no-wait \\
+    ray job submit --address http://127.0.0.1:8265 --submission-id nightly-2026-11-25 --no-wait \\
       --runtime-env infra/runtime_env.yaml -- python -m jobs.nightly --config configs/nightly.yaml \\
-      --set run_id=nightly-2026-11-25
+      --set run_id=2026-11-25
 
 The configuration is read and validated here first (an invalid one is reported with its field, exit status 2, and
 nothing is submitted). The config file travels with the working directory, so it must lie inside it. `TRYALL_*`
