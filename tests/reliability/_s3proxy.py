@@ -5,8 +5,9 @@ by a seeded draw: answered `503 SlowDown` with S3's XML error body; dropped (the
 request was read, before any answer); cut short (the upstream answer's headers and half its body, then the
 connection closed: a GET sees an incomplete read); or forwarded. After the window every request is forwarded.
 Whatever the window, the first two PUTs of each key containing one of `fail_puts_to` are answered 503 SlowDown
-and dropped, so those writes (metadata parts, summary.json) are certain to need their retries. Counts of what it
-did are kept by fault and by HTTP method.
+and dropped, so those writes (metadata parts, summary.json) are certain to need their retries. PUTs to keys
+containing one of `delay_puts_to` are forwarded `delay_s` late (a slow store). Counts of what it did are kept by
+fault and by HTTP method.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 class FlakyS3Proxy:
     def __init__(self, upstream: str, *, fault_requests: int = 300, fault_seconds: float = 60.0,
                  p_slowdown: float = 0.2, p_drop: float = 0.1, p_truncate: float = 0.05, seed: int = 0,
-                 fail_puts_to: tuple[str, ...] = (), lifetime_s: float = 600.0) -> None:
+                 fail_puts_to: tuple[str, ...] = (), delay_puts_to: tuple[str, ...] = (), delay_s: float = 0.0,
+                 lifetime_s: float = 600.0) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.fault_requests, self.fault_seconds = fault_requests, fault_seconds
@@ -39,6 +41,7 @@ class FlakyS3Proxy:
         self.requests = 0
         self.faults: Counter = Counter()  # (fault, method) -> count
         self.fail_puts_to = fail_puts_to
+        self.delay_puts_to, self.delay_s = delay_puts_to, delay_s
         self.puts: Counter = Counter()  # path -> PUTs seen, for the keys in fail_puts_to
         self.forced: list[tuple[str, str]] = []  # (fault, path) forced on those keys
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request
@@ -79,6 +82,8 @@ class FlakyS3Proxy:
                     self.end_headers()
                     self.wfile.write(SLOW_DOWN)
                     return
+                if self.command == "PUT" and any(p in self.path for p in proxy.delay_puts_to):
+                    time.sleep(proxy.delay_s)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     headers["Content-Length"] = str(len(body))
@@ -113,6 +118,7 @@ class FlakyS3Proxy:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._stopped = threading.Event()
         self._timer = threading.Timer(lifetime_s, self.stop)  # never outlives a stuck test
         self._timer.daemon = True
 
@@ -149,6 +155,9 @@ class FlakyS3Proxy:
         return self
 
     def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -8,6 +8,7 @@ pairs are computed again only with retry_failed. Every part a reader can see is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pipeline.config import S3Config
 from pipeline.samples import write_sample_set
 
 from ._corpus import parquet
+from ._s3proxy import FlakyS3Proxy
 from ._support import TINY, accounting, part_files, read_json, read_rows, s3_config, s3fs_for, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,23 +38,31 @@ def _image_times(fs, rows: list[dict]) -> dict[str, object]:
 
 
 def test_resume_after_sigkill_computes_only_what_is_not_done(ray_local, s3_server, s3_bucket, tmp_path):
+    with contextlib.ExitStack() as stack:
+        _resume(stack, ray_local, s3_server, s3_bucket, tmp_path)
+
+
+def _resume(stack, ray_local, s3_server, s3_bucket, tmp_path):
     s3 = S3Config(**s3_config(s3_server))
     fs = s3fs_for(s3_server)
-    sample = write_sample_set(f"s3://{s3_bucket}/inputs", n_products=12, n_scenes=8, scene_size=(160, 120), s3=s3)
+    sample = write_sample_set(f"s3://{s3_bucket}/inputs", n_products=8, n_scenes=4, scene_size=(160, 120), s3=s3)
     # One product whose image does not exist yet: a failed row, retried only when asked.
     catalogue = pq.read_table(sample.catalogue_uri.removeprefix("s3://"), filesystem=fs).to_pylist()
     late_uri = f"s3://{s3_bucket}/inputs/products/late.jpg"
     catalogue.append({"product_id": "late", "image_uri": late_uri, "category": "decor"})
     fs.pipe(sample.catalogue_uri, parquet(pa.Table.from_pylist(catalogue)))
-    # Pairing "all": 104 pairs, 7 blocks of 16. On 2 cores rows reach the driver late in the run and close
-    # together (a part every ~0.6 s here), so the run must be long enough for the kill to land between parts.
     total = len(catalogue) * len(sample.scene_ids)
     expected = {(r["product_id"], s, "default") for r in catalogue for s in sample.scene_ids}
 
+    # S3 answers metadata PUTs 1 s late (a slow store): on 2 cores the rows reach the driver close together at
+    # the end of the run, and this keeps the parts apart in time, so the kill lands after the first part and
+    # before the last one however loaded the machine is.
+    proxy = stack.enter_context(
+        FlakyS3Proxy(s3_server, fault_requests=0, delay_puts_to=("/runs/resume/metadata/",), delay_s=1.0))
     config = {
         "run_id": "resume", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
         "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"}, **TINY,
-        "output": {"format": "png"}, "compute": {"batch_size": 2}, "s3": s3_config(s3_server),
+        "output": {"format": "png"}, "compute": {"batch_size": 2}, "s3": s3_config(proxy.url),
         "record": {"part_rows": 2},
     }
     path = write_config(tmp_path / "resume.yaml", config)
@@ -90,8 +100,10 @@ def test_resume_after_sigkill_computes_only_what_is_not_done(ray_local, s3_serve
     before_times = _image_times(fs, before)
     before_finished = {(r["product_id"], r["scene_id"]): r["finished_at"] for r in before}
 
-    # Rerun the same run id: only the pairs without a row are computed.
-    assert nightly.main(["--config", path]) == 0
+    # Rerun the same run id (straight to the store now): only the pairs without a row are computed.
+    proxy.__exit__(None, None, None)
+    direct = ["--config", path, "--set", f"s3.endpoint_url={s3_server}"]
+    assert nightly.main(direct) == 0
     after = read_rows(fs, run)
     counted = accounting(after, expected)
     assert counted == {"rows": total, "lost": 0, "duplicated": 0, "unexpected": 0}, counted
@@ -106,13 +118,13 @@ def test_resume_after_sigkill_computes_only_what_is_not_done(ray_local, s3_serve
           f"duplicated {counted['duplicated']}")
 
     # A third attempt computes nothing; failed pairs stay failed until retry_failed is asked for.
-    assert nightly.main(["--config", path]) == 0
+    assert nightly.main(direct) == 0
     assert read_json(fs, f"{run}/summary.json")["this_attempt"]["pairs"] == 0
     assert len(read_rows(fs, run)) == total
 
     fs.pipe(late_uri, fs.cat(sample.catalogue_uri.replace("catalogue.parquet", "products/lamp-000.jpg")))
     ok_times = _image_times(fs, after)
-    assert nightly.main(["--config", path, "--set", "retry_failed=true"]) == 0
+    assert nightly.main([*direct, "--set", "retry_failed=true"]) == 0
     summary = read_json(fs, f"{run}/summary.json")
     assert summary["this_attempt"]["pairs"] == len(sample.scene_ids)  # only the failed ones
     assert summary["by_status"] == {"ok": total, "failed": 0}
