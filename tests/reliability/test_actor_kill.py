@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -30,6 +31,12 @@ def _inference_actors() -> list[dict]:
             if a["JobID"] == job_id and "MapWorker" in a["ActorClassName"] and "Inference" in a["ActorClassName"]]
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks (100 per second), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def test_inference_actor_killed_mid_run(ray_local, s3_server, s3_bucket, tmp_path):
     s3 = S3Config(**s3_config(s3_server))
     fs = s3fs_for(s3_server)
@@ -45,7 +52,7 @@ def test_inference_actor_killed_mid_run(ray_local, s3_server, s3_bucket, tmp_pat
     errors: list[BaseException] = []
 
     def killer() -> None:
-        """Once the first image is written (the actor has work done and work left), SIGKILL its process."""
+        """Once the first image is written and the actor is computing (its CPU time grows), SIGKILL its process."""
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -53,9 +60,15 @@ def test_inference_actor_killed_mid_run(ray_local, s3_server, s3_bucket, tmp_pat
                 done = len(fs.find(images)) if fs.exists(images) else 0
                 alive = [a for a in _inference_actors() if a["State"] == "ALIVE"]
                 if done and alive and alive[0]["Pid"]:
-                    os.kill(alive[0]["Pid"], signal.SIGKILL)
-                    killed.append({**alive[0], "images_at_kill": done, "rows_at_kill": len(read_rows(fs, run))})
-                    return
+                    pid = alive[0]["Pid"]
+                    before = _cpu_ticks(pid)
+                    time.sleep(0.1)
+                    busy = _cpu_ticks(pid) - before
+                    if busy >= 2:  # at least 20 ms of CPU in 100 ms: in the middle of a batch, not idle
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append({**alive[0], "images_at_kill": done, "busy_ticks": busy,
+                                       "rows_at_kill": len(read_rows(fs, run))})
+                        return
                 time.sleep(0.05)
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
@@ -78,6 +91,7 @@ def test_inference_actor_killed_mid_run(ray_local, s3_server, s3_bucket, tmp_pat
     actor = next(a for a in _inference_actors() if a["ActorID"] == killed[0]["ActorID"])
     assert actor["NumRestarts"] >= 1  # Ray restarted the killed actor
     k = killed[0]
-    print(f"\nactor kill: pid {k['Pid']} killed with {k['images_at_kill']} of {len(expected)} images written, "
+    print(f"\nactor kill: pid {k['Pid']} killed busy ({k['busy_ticks']} CPU ticks in 0.1 s) with "
+          f"{k['images_at_kill']} of {len(expected)} images written, "
           f"{k['rows_at_kill']} rows recorded; restarts {actor['NumRestarts']}; lost {counted['lost']}, "
           f"duplicated {counted['duplicated']}; {time.monotonic() - started:.1f}s")
