@@ -125,7 +125,7 @@ class DashboardCluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.nodes:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(8)
+                proc.wait(3)
         for pid, started in tree.items():
             info = _stat(pid)
             if info and info[1] == started:

@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +79,23 @@ def _submit_tool(cluster: DashboardCluster, tmp_path: Path, *args: str) -> subpr
     return subprocess.run(cmd, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=300)
 
 
-def _wait_terminal(cluster: DashboardCluster, submission_id: str, timeout: float = 180):
-    from ray.job_submission import JobSubmissionClient
+_WAIT = """
+import json, sys, time
+from ray.job_submission import JobSubmissionClient
+client = JobSubmissionClient(sys.argv[1])
+deadline = time.monotonic() + float(sys.argv[3])
+while not (info := client.get_job_info(sys.argv[2])).status.is_terminal() and time.monotonic() < deadline:
+    time.sleep(1)
+print(json.dumps({"status": str(info.status), "message": info.message, "job_id": info.job_id}))
+"""
 
-    client = JobSubmissionClient(cluster.dashboard)
-    deadline = time.monotonic() + timeout
-    while not (info := client.get_job_info(submission_id)).status.is_terminal():
-        assert time.monotonic() < deadline, f"{submission_id} still {info.status}"
-        time.sleep(1)
-    return info
+
+def _wait_terminal(cluster: DashboardCluster, submission_id: str, timeout: float = 180) -> dict:
+    """The job's final details, from Ray's job API (in a subprocess with the cluster's environment)."""
+    out = subprocess.run([sys.executable, "-c", _WAIT, cluster.dashboard, submission_id, str(timeout)],
+                         env=cluster.env, capture_output=True, text=True, timeout=timeout + 60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_nightly_via_ray_job_submit_runs_inference_on_the_gpu_node(cluster, job_dir, tmp_path, s3_server, s3_bucket):
@@ -139,10 +146,10 @@ def test_invalid_config_fails_before_any_gpu_is_requested(cluster, job_dir, tmp_
                       "--config", "bad.yaml", "--set", "sampling.steps=0", timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     info = _wait_terminal(cluster, submission_id)
-    assert str(info.status) == "FAILED"
-    assert "exit code 2" in (info.message or ""), info.message
+    assert info["status"] == "FAILED"
+    assert "exit code 2" in (info["message"] or ""), info
     # The driver never connected to Ray (no Ray job id was ever assigned), so it requested no GPU, CPU or actor.
-    assert info.job_id is None, info
+    assert info["job_id"] is None, info
     logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=True).stdout
     assert "sampling.steps: Input should be greater than or equal to 1 (got 0)" in logs, logs
     assert not _s3fs(s3_server).exists(f"{s3_bucket}/runs/bad-1")
