@@ -66,7 +66,8 @@ def slice_catalogue(catalogue: pa.Table, selection: SelectionConfig, product_ids
         in_categories = pc.is_in(catalogue.column("category"), value_set=pa.array(selection.categories, pa.string()))
         mask = pc.and_(mask, pc.fill_null(in_categories, False))
     if product_ids is not None:
-        mask = pc.and_(mask, pc.is_in(catalogue.column("product_id"), value_set=pa.array(sorted(product_ids))))
+        listed = pa.array(sorted(product_ids), pa.string())
+        mask = pc.and_(mask, pc.is_in(catalogue.column("product_id"), value_set=listed))
     if selection.shard_count > 1:
         ids = catalogue.column("product_id").to_pylist()
         mine = [shard_of(pid, selection.shard_count) == selection.shard_index for pid in ids]
@@ -283,7 +284,8 @@ def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None)
     ids = selected_ids(cfg)
     sliced = slice_catalogue(catalogue, sel, ids)
     if ids is not None:
-        missing = len(ids - set(catalogue.column("product_id").to_pylist()))
+        listed = pa.array(sorted(ids), pa.string())
+        missing = pc.sum(pc.invert(pc.is_in(listed, value_set=catalogue.column("product_id")))).as_py() or 0
         if missing:
             log.warning("selection: %d of the %d listed product ids are not in the catalogue", missing, len(ids))
     info: dict[str, Any] = {}

@@ -215,3 +215,18 @@ def test_model_cache_dir_defaults_from_the_cluster_variable(monkeypatch):
     assert load_config(None, [*BASE, "model.cache_dir=/tmp/c"]).model.cache_dir == "/tmp/c"
     monkeypatch.delenv("TRYALL_MODEL_CACHE_DIR")
     assert load_config(None, BASE).model.cache_dir is None
+
+
+def test_product_ids_from_a_parquet_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.selection import selected_ids
+
+    pq.write_table(pa.table({"product_id": ["p-0003", "p-0001"], "note": ["x", "y"]}), tmp_path / "ids.parquet")
+    cfg = load_config(None, [*BASE, f"selection.product_ids_uri={tmp_path / 'ids.parquet'}",
+                             "selection.product_ids=[p-0000]"])
+    assert selected_ids(cfg) == {"p-0000", "p-0001", "p-0003"}
+    assert ids(slice_catalogue(catalogue(5), cfg.selection, selected_ids(cfg))) == ["p-0000", "p-0001", "p-0003"]
+    missing = load_config(None, [*BASE, f"selection.product_ids_uri={tmp_path / 'none.parquet'}"])
+    with pytest.raises(JobError, match="selection.product_ids_uri .*none.parquet: does not exist"):
+        selected_ids(missing)
