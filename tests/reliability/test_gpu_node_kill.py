@@ -1,14 +1,18 @@
 """The GPU node of a multi-node cluster is lost mid-run, then a new GPU node joins.
 
-A CPU-only head (`ray start --head --num-gpus 0`) and one GPU worker node (`ray start --address ... --num-gpus 1`)
-run the nightly job, whose driver is a separate process on the head, as under `ray job submit`. Once the first image
-is written, the worker node's whole process tree (raylet, object store, the inference actor) is SIGKILLed. A new GPU
-node joins a few seconds later. Ray restarts the actor there, retries its tasks and rebuilds lost blocks; if the job
+The cluster is tests/cluster's (a CPU-0 head, `ray start --head --num-cpus 0 --num-gpus 0`, and one 2-CPU/1-GPU worker
+node, `ray start --address ... --num-gpus 1`), with fast node-death detection. The nightly job's driver is a separate
+process on the head, as under `ray job submit`. Once the first image is written, the worker node's whole process
+group (its raylet, object store, the inference actor and the CPU tasks) is SIGKILLed. A new GPU node joins a few
+seconds later. Ray restarts the actor there, retries its tasks and rebuilds lost blocks; if the job
 failed instead, it is submitted again with the same run id (resume). Either way every pair ends with exactly one row.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,13 +22,40 @@ import pytest
 
 from pipeline.config import S3Config
 from pipeline.samples import write_sample_set
+from tests.cluster._cluster import DashboardCluster
 
-from ._cluster import LocalCluster
 from ._support import TINY, accounting, read_json, read_rows, s3_config, s3fs_for, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+# Fast node-death detection (the default takes ~30 s): the GCS checks each raylet every 500 ms, dead after 4 misses.
+FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "500",
+               "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "4"}
+
+
+class GpuNodeCluster(DashboardCluster):
+    """tests/cluster's two-node cluster, plus losing GPU nodes and adding new ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env.update(FAST_HEALTH)
+        self.env["PYTHONPATH"] = str(REPO)  # the workers import the pipeline as the image's would
+
+    def add_gpu_node(self) -> subprocess.Popen:
+        self._start(f"gpu{len(self.nodes)}", [f"--address={self.address}", "--num-cpus=2", "--num-gpus=1"])
+        return self.nodes[-1]
+
+    def kill_node(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the node's process group (its `ray start` runs in a session of its own), as a lost machine."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def wait_alive(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len([n for n in self.nodes_info() if n.get("state") == "ALIVE"]) != count:
+            assert time.monotonic() < deadline, f"not {count} alive nodes after {timeout}s: {self.log_tail()}"
+            time.sleep(0.5)
 
 
 def test_gpu_node_killed_mid_run(s3_server, s3_bucket, tmp_path):
@@ -35,17 +66,16 @@ def test_gpu_node_killed_mid_run(s3_server, s3_bucket, tmp_path):
     config = {
         "run_id": "node-kill", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
         "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"}, **TINY,
-        "compute": {"batch_size": 2, "cpus_per_actor": 1}, "s3": s3_config(s3_server), "record": {"part_rows": 4},
+        "compute": {"batch_size": 2}, "s3": s3_config(s3_server), "record": {"part_rows": 4},
     }
     path = write_config(tmp_path / "run.yaml", config)
     run = f"{s3_bucket}/runs/node-kill"
 
-    cluster = LocalCluster(head_cpus=2)
-    cluster.env["PYTHONPATH"] = str(REPO)  # the cluster's workers import the pipeline as the image's would
+    cluster = GpuNodeCluster()
     drivers: list[int] = []
     try:
-        gpu = cluster.add_gpu_node()
-        cluster.wait_alive(2)
+        cluster.start()
+        gpu = cluster.nodes[1]
 
         def submit() -> subprocess.Popen:
             env = {**cluster.env, "RAY_ADDRESS": cluster.address}
@@ -78,6 +108,7 @@ def test_gpu_node_killed_mid_run(s3_server, s3_bucket, tmp_path):
         recovered = time.monotonic() - killed_at
     finally:
         cluster.shutdown()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("driver-*.log")))
     assert drivers[-1] == 0, logs
