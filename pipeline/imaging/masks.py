@@ -33,6 +33,9 @@ _REGION_LUT = [0] * 128 + [255] * 128  # grey >= 128 is the region
 _MAX_BLUR_DILATION = 254  # largest radius at which a lone 255 survives BoxBlur's rounding
 _PACK_MAGIC = b"RGN1"
 _PACK_HEADER = struct.Struct("<4s7i")  # magic, has_mask, width, height, bbox x0, y0, x1, y1
+# Last byte of every packed region: never 0, so the bytes survive containers that strip trailing NULs (numpy's
+# fixed-width "S" arrays do, and a batch of rows can become one).
+_PACK_END = b"."
 
 
 def validate_box(box: object, size: tuple[int, int]) -> Box:
@@ -131,20 +134,24 @@ class Region:
         thresholded to one bit each (`np.packbits`; ~1 ms and ~140 kB for a 1 MP bbox)."""
         header = _PACK_HEADER.pack(_PACK_MAGIC, self.mask is not None, *self.size, *self.bbox)
         if self.mask is None:
-            return header
-        return header + np.packbits(self.crop(self.bbox)).tobytes()
+            return header + _PACK_END
+        return header + np.packbits(self.crop(self.bbox)).tobytes() + _PACK_END
 
     @classmethod
     def unpack(cls, data: bytes) -> Region:
         """The region `pack` wrote: equal to the packed one for every method (`crop`, `crop_image`, `bbox`, ...)."""
+        data = bytes(data)
+        if len(data) <= _PACK_HEADER.size or not data.endswith(_PACK_END):
+            raise ValueError(f"not a packed region ({len(data)} bytes, truncated or foreign)")
         magic, has_mask, width, height, *bbox = _PACK_HEADER.unpack_from(data)
-        if magic != _PACK_MAGIC:
-            raise ValueError("not a packed region (bad header)")
         x0, y0, x1, y1 = bbox
+        shape = (y1 - y0, x1 - x0)
+        expected = _PACK_HEADER.size + (-(-shape[0] * shape[1] // 8) if has_mask else 0) + len(_PACK_END)
+        if magic != _PACK_MAGIC or len(data) != expected or min(shape) <= 0:
+            raise ValueError(f"not a packed region (bad header or {len(data)} bytes where {expected} were expected)")
         if not has_mask:
             return cls(size=(width, height), bbox=(x0, y0, x1, y1))
-        shape = (y1 - y0, x1 - x0)
-        bits = np.frombuffer(data, np.uint8, offset=_PACK_HEADER.size)
+        bits = np.frombuffer(data, np.uint8, offset=_PACK_HEADER.size, count=expected - _PACK_HEADER.size - 1)
         pixels = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape)
         mask = Image.fromarray(pixels * np.uint8(255))
         return cls(size=(width, height), bbox=(x0, y0, x1, y1), mask=mask, origin=(x0, y0))

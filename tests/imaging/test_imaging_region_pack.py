@@ -68,3 +68,12 @@ def test_packed_region_of_another_scene_is_an_internal_error():
         composite_pair(scene, generated, (0, 0, 120, 120), region=b"garbage-bytes-that-are-long-enough-xx",
                        settings=settings)
     assert info.value.reason == INTERNAL_ERROR
+
+
+def test_packed_region_survives_numpy_fixed_width_bytes():
+    """numpy "S" arrays drop trailing NUL bytes; a batch of rows may hold the regions that way."""
+    regions = (Region.from_box((3, 4, 50, 60), (100, 80)), Region.from_mask(ellipse_mask((64, 64), (0, 0, 40, 40))))
+    for region in regions:
+        packed = np.array([region.pack(), b"x"])[0]
+        back = Region.unpack(packed)
+        assert back.bbox == region.bbox and np.array_equal(back.crop((0, 0, 64, 64)), region.crop((0, 0, 64, 64)))

@@ -1,0 +1,316 @@
+"""The pipeline and memory parts: whole Ray runs (`pipeline.runner.run`) on generated inputs.
+
+- efficiency: model-only seconds per pair / end-to-end seconds per pair, same pairs, same device, same model and
+  sampling, and the model alone given what the inference actor is given (on CPU: `cpus_per_actor` threads). Steady
+  state: each run is done with N and with 2N pairs on a warm Ray, and the per-pair figure is (T(2N) - T(N)) / N, so
+  start-up (actor creation, model load, first tasks) cancels out.
+- overhead: the same differencing with the `noop` model (returns the scene crop) on tiny images: what a pair costs
+  the framework (Ray Data tasks and transfers, the driver's metadata writing, the CPU stages on tiny images), in
+  wall milliseconds per pair on this machine, and in CPU core-milliseconds of every process of the run.
+- memory: peak RSS of the driver and of each Ray worker for a small and a large run (noop, tiny images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.bench.images import encode, photo_like
+from pipeline.bench.measure import MemorySampler, cpu_seconds, descendants
+from pipeline.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    catalogue_uri: str
+    scenes_uri: str
+    pairs_uri: str
+    pairs: int
+
+
+def write_inputs(root: Path, n_pairs: int, scene_size: tuple[int, int], product_size: tuple[int, int],
+                 unique: int = 4) -> Inputs:
+    """n_pairs distinct (product, scene) pairs over `unique` distinct scene and product images (ids differ, files
+    repeat); regions are boxes (half) and PNG masks (half) around the scene's centre."""
+    root.mkdir(parents=True, exist_ok=True)
+    width, height = scene_size
+    box = (width // 4, height // 3, 3 * width // 4, 5 * height // 6)
+    scene_files, mask_files, product_files = [], [], []
+    for i in range(unique):
+        scene_files.append(root / f"scene-{i}.jpg")
+        scene_files[-1].write_bytes(encode(photo_like(width, height, seed=i, grain=2.0), "JPEG", quality=90))
+        product_files.append(root / f"product-{i}.jpg")
+        product_files[-1].write_bytes(encode(photo_like(*product_size, seed=100 + i), "JPEG", quality=90))
+    mask = np.zeros((height, width), np.uint8)
+    mask[box[1] : box[3], box[0] : box[2]] = 255
+    mask_files.append(root / "mask.png")
+    mask_files[-1].write_bytes(_png(mask))
+    n_scenes = max(1, min(100, n_pairs))
+    n_products = -(-n_pairs // n_scenes)
+    scene_ids = [f"scene-{j:05d}" for j in range(n_scenes)]
+    product_ids = [f"product-{i:06d}" for i in range(n_products)]
+    with_mask = [j % 2 == 1 for j in range(n_scenes)]
+    pq.write_table(pa.table({
+        "product_id": product_ids,
+        "image_uri": [str(product_files[i % unique]) for i in range(n_products)],
+        "category": ["decor"] * n_products,
+    }), root / "catalogue.parquet")
+    pq.write_table(pa.table({
+        "scene_id": scene_ids,
+        "image_uri": [str(scene_files[j % unique]) for j in range(n_scenes)],
+        "mask_uri": pa.array([str(mask_files[0]) if m else None for m in with_mask], pa.string()),
+        **{name: pa.array([None if m else v for m in with_mask], pa.int32())
+           for name, v in zip(("x0", "y0", "x1", "y1"), box, strict=True)},
+        "category": ["decor"] * n_scenes,
+    }), root / "scenes.parquet")
+    k = np.arange(n_pairs)
+    pq.write_table(pa.table({
+        "product_id": [product_ids[i] for i in k // n_scenes],
+        "scene_id": [scene_ids[j] for j in k % n_scenes],
+    }), root / "pairs.parquet")
+    return Inputs(str(root / "catalogue.parquet"), str(root / "scenes.parquet"), str(root / "pairs.parquet"), n_pairs)
+
+
+def _png(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    return encode(Image.fromarray(mask), "PNG")
+
+
+def run_config(inputs: Inputs, output_root: Path, run_id: str, *, source: str, resolution: int, steps: int,
+               batch_size: int, gpus: int, output_format: str = "jpeg") -> RunConfig:
+    return RunConfig.model_validate({
+        "run_id": run_id,
+        "catalogue_uri": inputs.catalogue_uri,
+        "scenes_uri": inputs.scenes_uri,
+        "pairs_uri": inputs.pairs_uri,
+        "output_uri": str(output_root),
+        "model": {"source": source},
+        "sampling": {"steps": steps, "resolution": resolution},
+        "output": {"format": output_format},
+        "compute": {"batch_size": batch_size, "gpus_per_actor": 1.0 if gpus else 0.0,
+                    "gpu_actors_min": max(1, gpus), "gpu_actors_max": max(1, gpus)},
+        "progress_interval_s": 3600,
+    })
+
+
+@contextlib.contextmanager
+def local_ray(num_gpus: int) -> Iterator[None]:
+    """A local Ray for the bench's runs (every core, the real GPUs), progress bars off; shut down after."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _all_cpu_seconds() -> float:
+    """CPU seconds so far of this process and every process below it (the local Ray's raylet, GCS, workers)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in [os.getpid(), *descendants(os.getpid())])
+
+
+def timed_run(cfg: RunConfig) -> dict[str, Any]:
+    from pipeline.runner import run
+
+    cpu0, start = _all_cpu_seconds(), time.perf_counter()
+    result = run(cfg)
+    wall, cpu = time.perf_counter() - start, _all_cpu_seconds() - cpu0
+    by_status = result.summary.get("by_status", {})
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "ok": by_status.get("ok"),
+            "failed": by_status.get("failed"), "by_error_reason": result.summary.get("by_error_reason")}
+
+
+def steady_state(make_cfg: Any, inputs_small: Inputs, inputs_large: Inputs, tag: str) -> dict[str, Any]:
+    """Runs of N and 2N pairs; per-pair wall and CPU seconds from the difference."""
+    small = timed_run(make_cfg(inputs_small, f"{tag}-n"))
+    large = timed_run(make_cfg(inputs_large, f"{tag}-2n"))
+    extra = inputs_large.pairs - inputs_small.pairs
+    return {
+        "pairs": [inputs_small.pairs, inputs_large.pairs],
+        "runs": [small, large],
+        "seconds_per_pair": round((large["wall_s"] - small["wall_s"]) / extra, 5),
+        "core_seconds_per_pair": round((large["cpu_s"] - small["cpu_s"]) / extra, 5),
+    }
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    pairs: int = 48  # N: runs of N and 2N pairs
+    scene_size: tuple[int, int] = (640, 480)
+    product_size: tuple[int, int] = (320, 320)
+    resolution: int = 128
+    steps: int = 20
+    batch_size: int = 4
+    source: str = "tiny"
+    overhead_pairs: int = 200  # N for the noop runs
+    overhead_scene_size: tuple[int, int] = (96, 72)
+    overhead_resolution: int = 64
+
+
+def model_only_seconds_per_pair(inputs: Inputs, plan: PipelinePlan, threads: int, repeats: int = 3) -> dict[str, Any]:
+    """The model alone on the pipeline's own crops (prepare_pair of the same files), in batches of batch_size."""
+    import torch
+
+    from pipeline.imaging.settings import ImageSettings
+    from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc
+    from pipeline.preprocess import prepare_pair
+
+    scenes = pq.read_table(inputs.scenes_uri).to_pylist()
+    products = pq.read_table(inputs.catalogue_uri).to_pylist()
+    settings = ImageSettings(resolution=plan.resolution)
+    prepared = []
+    for i in range(plan.batch_size):
+        scene, product = scenes[i % len(scenes)], products[i % len(products)]
+        box = None if scene["mask_uri"] else tuple(scene[k] for k in ("x0", "y0", "x1", "y1"))
+        mask = Path(scene["mask_uri"]).read_bytes() if scene["mask_uri"] else None
+        prepared.append(prepare_pair(Path(scene["image_uri"]).read_bytes(), Path(product["image_uri"]).read_bytes(),
+                                     mask_bytes=mask, box=box, settings=settings))
+    batch = SampleBatch(
+        scene=np.stack([p.scene_crop for p in prepared]), mask=np.stack([p.mask_crop for p in prepared]),
+        hint=np.stack([p.hint for p in prepared]), reference=np.stack([p.reference for p in prepared]),
+        seeds=np.arange(len(prepared), dtype=np.int64),
+    )
+    on_gpu = torch.cuda.is_available()
+    before = torch.get_num_threads()
+    if not on_gpu:
+        torch.set_num_threads(threads)
+    try:
+        sampler = DTCSampler(load_dtc(plan.source), SamplingParams("ddim", plan.steps, 5.0))
+        sampler.generate(batch)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sampler.generate(batch)
+            if on_gpu:
+                torch.cuda.synchronize()
+            samples.append((time.perf_counter() - start) / len(batch))
+    finally:
+        torch.set_num_threads(before)
+    return {"seconds_per_pair": round(statistics.median(samples), 5), "torch_threads": threads if not on_gpu else None,
+            "batch_size": plan.batch_size}
+
+
+def bench_pipeline(plan: PipelinePlan | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    import torch
+
+    plan = plan or PipelinePlan()
+    gpus = torch.cuda.device_count()
+    with contextlib.ExitStack() as stack:
+        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tryall-bench-")))
+        images = dict(scene_size=plan.scene_size, product_size=plan.product_size)
+        small = write_inputs(root / "in-n", plan.pairs, **images)
+        large = write_inputs(root / "in-2n", 2 * plan.pairs, **images)
+        tiny = dict(scene_size=plan.overhead_scene_size, product_size=(48, 48))
+        o_small = write_inputs(root / "noop-n", plan.overhead_pairs, **tiny)
+        o_large = write_inputs(root / "noop-2n", 2 * plan.overhead_pairs, **tiny)
+
+        def model_cfg(inputs: Inputs, run_id: str) -> RunConfig:
+            return run_config(inputs, root / "out", run_id, source=plan.source, resolution=plan.resolution,
+                              steps=plan.steps, batch_size=plan.batch_size, gpus=gpus)
+
+        def noop_cfg(inputs: Inputs, run_id: str) -> RunConfig:
+            return run_config(inputs, root / "out", run_id, source="noop", resolution=plan.overhead_resolution,
+                              steps=plan.steps, batch_size=plan.batch_size, gpus=gpus)
+
+        with local_ray(gpus):
+            e2e = steady_state(model_cfg, small, large, "model")
+            noop = steady_state(noop_cfg, o_small, o_large, "noop")
+        threads = int(model_cfg(small, "x").compute.cpus_per_actor) or 1
+        alone = model_only_seconds_per_pair(small, plan, threads)
+    efficiency = alone["seconds_per_pair"] / e2e["seconds_per_pair"] if e2e["seconds_per_pair"] > 0 else None
+    return {
+        "efficiency": round(efficiency, 3) if efficiency is not None else None,
+        "overhead_ms_per_pair": round(noop["seconds_per_pair"] * 1e3, 2),
+        "overhead_core_ms_per_pair": round(noop["core_seconds_per_pair"] * 1e3, 2),
+        "overhead_measured_with": (
+            f"the noop model (returns the scene crop), {plan.overhead_scene_size[0]}x{plan.overhead_scene_size[1]} "
+            f"JPEG scenes, {plan.overhead_resolution} px crops; wall ms per pair at steady state "
+            f"((T(2N) - T(N)) / N, N = {plan.overhead_pairs}); core-ms counts every process of the run"
+        ),
+        "model_only_seconds_per_pair": alone["seconds_per_pair"],
+        "end_to_end_seconds_per_pair": e2e["seconds_per_pair"],
+        "model": {"source": plan.source, "resolution": plan.resolution, "steps": plan.steps, "scheduler": "ddim",
+                  "batch_size": plan.batch_size, "device": "cuda" if gpus else "cpu",
+                  "actor_torch_threads": alone["torch_threads"]},
+        "inputs": f"{plan.scene_size[0]}x{plan.scene_size[1]} JPEG scenes, {plan.product_size[0]}x"
+                  f"{plan.product_size[1]} products; half box, half PNG mask regions; jpeg output",
+        "end_to_end": e2e,
+        "noop": noop,
+    }
+
+
+def bench_memory(sizes: tuple[int, ...] = (1000, 20000), workdir: Path | None = None) -> dict[str, Any]:
+    """Peak RSS of the driver and the workers for runs of each size (noop model, 96x72 scenes, 64 px crops). Each
+    size runs as its own driver process with its own local Ray, so every peak belongs to that run alone."""
+    results = []
+    with contextlib.ExitStack() as stack:
+        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tryall-mem-")))
+        for n in sizes:
+            out = subprocess.run(
+                [sys.executable, "-m", "pipeline.bench.e2e", "memory", str(n), str(root / f"run-{n}")],
+                capture_output=True, text=True, check=False,
+            )
+            if out.returncode:
+                raise RuntimeError(f"memory run of {n} pairs failed:\n{out.stderr[-4000:]}")
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, last = results[0], results[-1]
+
+    def ratio(key: str) -> float | None:
+        a, b = first.get(key), last.get(key)
+        return round(b / a, 3) if a and b else None
+
+    ratios = {"driver": ratio("driver_peak_rss_mib"), "worker": ratio("worker_peak_rss_mib")}
+    return {
+        "runs": results,
+        "driver_ratio": ratios["driver"],
+        "worker_ratio": ratios["worker"],
+        "within_1_5x": all(r is not None and r <= 1.5 for r in ratios.values()),
+        "note": "peak RSS (VmHWM from /proc, sampled every 0.5 s) of a fresh driver process per size and of each Ray "
+                "worker; worker = the largest single worker peak",
+    }
+
+
+def _memory_child(n: int, root: Path) -> dict[str, Any]:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    inputs = write_inputs(root / "in", n, (96, 72), (48, 48))
+    cfg = run_config(inputs, root / "out", f"mem-{n}", source="noop", resolution=64, steps=1, batch_size=4,
+                     gpus=gpus)
+    with local_ray(gpus), MemorySampler(0.5) as sampler:
+        run = timed_run(cfg)
+    return {"pairs": n, **sampler.summary(), "wall_s": run["wall_s"], "ms_per_pair": round(run["wall_s"] / n * 1e3, 2),
+            "ok": run["ok"], "failed": run["failed"]}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "memory":
+        print(json.dumps(_memory_child(int(sys.argv[2]), Path(sys.argv[3]))))
+    else:
+        sys.exit("usage: python -m pipeline.bench.e2e memory PAIRS WORKDIR")
