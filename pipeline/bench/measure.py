@@ -137,3 +137,50 @@ class MemorySampler:
 
 def _is_worker(cmdline: str) -> bool:
     return "default_worker.py" in cmdline or cmdline.startswith("ray::")
+
+
+class CpuSampler:
+    """CPU seconds used by this process and every process below it while the block runs, processes that start or
+    end inside it included (sampled every `interval_s`; a process that ends loses at most its last interval)."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _pids(self) -> list[int]:
+        return [os.getpid(), *descendants(os.getpid())]
+
+    def __enter__(self) -> CpuSampler:
+        for pid in self._pids():
+            value = cpu_seconds(pid)
+            if value is not None:
+                self._start[pid] = self._last[pid] = value
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        for pid in self._pids():
+            value = cpu_seconds(pid)
+            if value is not None:
+                self._last[pid] = max(self._last.get(pid, 0.0), value)
+
+    @property
+    def seconds(self) -> float:
+        return sum(last - self._start.get(pid, 0.0) for pid, last in self._last.items())
+
+    def now(self) -> float:
+        """CPU seconds used since the block started, sampled now."""
+        self.sample()
+        return self.seconds

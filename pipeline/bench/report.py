@@ -1,0 +1,75 @@
+"""The bench report: one JSON document, and the table printed from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEADLINES = (
+    ("model", "speedup"),
+    ("pipeline", "efficiency"),
+    ("pipeline", "overhead_ms_per_pair"),
+    ("cpu_stages", "total_core_ms_per_pair"),
+)
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The four headline figures, by dotted name (None for a part that did not run)."""
+    return {f"{part}.{key}": (report.get(part) or {}).get(key) for part, key in HEADLINES}
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return (f"{machine.get('cpu_model')}, {machine.get('cpu_cores')} cores, GPU {machine.get('gpu')}, torch "
+            f"{machine['versions'].get('torch')}, ray {machine['versions'].get('ray')}, load {load}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"machine: {machine_line(report['machine'])}"]
+    model = report.get("model")
+    if model:
+        lines.append("")
+        lines.append(f"model: {model['config']} at {model['resolution']} px on {model['device']}, guidance "
+                     f"{model['guidance']}" + (f"  ({model['note']})" if model.get("note") else ""))
+        cols = ("path", "dtype", "batch", "scheduler", "steps", "seconds_per_image", "cpu_seconds_per_image",
+                "peak_gpu_gib", "speedup_vs_naive")
+        rows = [[_fmt(r.get(c)) for c in cols] for r in model["rows"]]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+        lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
+        lines.append(f"speedup = {model['speedup']} ({model['speedup_compares']}); naive vs fast max pixel diff "
+                     f"{model['naive_vs_fast_max_pixel_diff']}")
+    pipe = report.get("pipeline")
+    if pipe:
+        lines.append("")
+        lines.append(f"pipeline: efficiency {_fmt(pipe['efficiency'])} (model alone "
+                     f"{_fmt(pipe['model_only_seconds_per_pair'])} s/pair, end to end "
+                     f"{_fmt(pipe['end_to_end_seconds_per_pair'])} s/pair); framework overhead (noop model) "
+                     f"{_fmt(pipe['overhead_ms_per_pair'])} ms/pair wall, {_fmt(pipe['overhead_core_ms_per_pair'])} "
+                     "core-ms/pair")
+    cpu = report.get("cpu_stages")
+    if cpu:
+        lines.append("")
+        lines.append(f"cpu_stages: {cpu['inputs']['scene']}, product {cpu['inputs']['product']}")
+        for case, figures in cpu["cases"].items():
+            parts = ", ".join(f"{k.removesuffix('_core_ms')} {v}" for k, v in figures.items()
+                              if k.endswith("_core_ms") and k != "total_core_ms")
+            lines.append(f"  {case}: total {figures['total_core_ms']} core-ms/pair ({parts})")
+    mem = report.get("memory")
+    if mem:
+        lines.append("")
+        for run in mem["runs"]:
+            lines.append(f"memory: {run['pairs']} pairs: driver peak {run['driver_peak_rss_mib']} MiB, largest "
+                         f"worker peak {run['worker_peak_rss_mib']} MiB ({run['ms_per_pair']} ms/pair)")
+        lines.append(f"  ratios last/first: driver {mem['driver_ratio']}, worker {mem['worker_ratio']}; within 1.5x: "
+                     f"{mem['within_1_5x']}")
+    lines.append("")
+    lines.extend(f"{name} = {_fmt(value)}" for name, value in headline(report).items())
+    return "\n".join(lines)
