@@ -49,7 +49,8 @@ class ModelConfig(_Section):
         default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
         description="node-local model cache (weights are fetched once per node); default from TRYALL_MODEL_CACHE_DIR",
     )
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the denoiser (each new batch size compiles first)")
+    channels_last: bool = Field(False, description="channels-last memory format for the convolutional modules")
 
 
 class SamplingConfig(_Section):

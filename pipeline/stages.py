@@ -128,7 +128,7 @@ class Inference:
         self.model_id = dtc.model_id
         params = SamplingParams(scheduler=cfg.sampling.scheduler, steps=cfg.sampling.steps,
                                 guidance=cfg.sampling.guidance)
-        self.sampler = DTCSampler(dtc, params)
+        self.sampler = DTCSampler(dtc, params, compile=cfg.model.compile, channels_last=cfg.model.channels_last)
         log.info("model %s loaded on %s", self.model_id, device)
 
     def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:

@@ -5,9 +5,13 @@ Speed by construction (the baseline to beat is a naive fp32, batch-1, two-forwar
 - the VAE decodes the whole batch at once (it encodes one image at a time, see `_encode_masked_scene`); everything
   constant over the loop (masked-scene latents, mask, hint adapter output, reference tokens) is computed once;
 - the loop never waits on the GPU: scheduler arithmetic stays on host scalars, the timesteps the model needs are
-  moved to the device once, and nothing is read back until the final images;
-- the model runs in the DTC's dtype (fp16 by default on GPU) with SDPA attention; `channels_last` and `compile` are
-  opt-in hooks because their benefit depends on the GPU and PyTorch build.
+  moved to the device once, and nothing is read back until the final images (one synchronisation per batch);
+- inputs reach a GPU from pinned host memory with non-blocking copies, as uint8 pixels (4x less than fp32), and the
+  images come back as uint8 (quantised on the device);
+- the model runs in the DTC's dtype (fp16 by default on GPU) with SDPA attention, and cuDNN picks its fastest
+  convolution algorithms for the (fixed) shapes (`torch.backends.cudnn.benchmark`, turned on for CUDA samplers);
+  `channels_last` and `compile` are opt-in (`model.channels_last`, `model.compile`) because their benefit depends
+  on the GPU and the PyTorch build: they are unmeasured on our GPUs so far (benchmarks/README.md).
 
 Determinism: each sample's noise comes from its own `torch.Generator` seeded with its seed, drawn on the CPU in fp32
 and then moved, so an image depends only on its own inputs and seed, not on its batch, its position, the device
@@ -96,6 +100,16 @@ def make_scheduler(name: str, config: dict) -> SchedulerMixin:
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
 
 
+def _to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host array on `device`: on CUDA through pinned memory with a non-blocking copy. The copy is ordered on the
+    current stream, so later kernels see the data, and the caching host allocator keeps the pinned block until the
+    copy is done."""
+    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1], the same arithmetic as PBE's preprocessing."""
     return images.permute(0, 3, 1, 2).to(dtype=torch.float32) / 127.5 - 1.0
@@ -105,8 +119,9 @@ class DTCSampler:
     """Generates inpainted crops for a `SampleBatch` of any size with one DTC and fixed `SamplingParams`.
 
     `channels_last` converts the convolutional modules' memory format (changes `dtc` in place; usually faster with
-    fp16 on tensor-core GPUs); `compile` wraps the denoiser in `torch.compile` (first batch of each shape compiles).
-    Each call works on its own copy of the scheduler, so calls never share sampling state.
+    fp16 on tensor-core GPUs); `compile` wraps the denoiser in `torch.compile` (static shapes: the first batch of
+    each size compiles, a few minutes for sd15). Each call works on its own copy of the scheduler, so calls never
+    share sampling state.
     """
 
     def __init__(
@@ -118,7 +133,12 @@ class DTCSampler:
         if channels_last:
             for module in (dtc.unet, dtc.hint, dtc.vae):
                 nn.Module.to(module, memory_format=torch.channels_last)
-        self._denoise: nn.Module = torch.compile(dtc) if compile else dtc
+        if dtc.device.type == "cuda":
+            # Shapes are fixed per batch size, so autotuning convolutions once per shape pays for itself after the
+            # first step. (Process-wide, like every cuDNN setting; it changes speed, not what is computed.)
+            torch.backends.cudnn.benchmark = True
+        # dynamic=False: a batch of a new size recompiles instead of switching every shape to slower symbolic code.
+        self._denoise: nn.Module = torch.compile(dtc, dynamic=False) if compile else dtc
 
     @property
     def do_guidance(self) -> bool:
@@ -172,21 +192,21 @@ class DTCSampler:
 
         # Scene and mask exactly as PBE prepares them: [-1, 1] pixels, keep-mask 1 outside the region (PBE's
         # inverted convention), masked pixels set to 0, the mask resized to the latent grid by nearest neighbour.
-        scene = _to_unit_range(torch.from_numpy(np.ascontiguousarray(batch.scene)).to(device))
-        keep = (~torch.from_numpy(np.ascontiguousarray(batch.mask)).to(device))[:, None].to(torch.float32)
+        scene = _to_unit_range(_to_device(batch.scene, device))
+        keep = (~_to_device(batch.mask, device))[:, None].to(torch.float32)
         masked_scene = scene * keep
         mask_latent = F.interpolate(keep, size=latent_shape[1:]).to(dtype)
         masked_latent = self._encode_masked_scene(
-            masked_scene.to(dtype), posterior_noise.to(device=device, dtype=dtype)
+            masked_scene.to(dtype), _to_device(posterior_noise, device).to(dtype)
         )
 
-        collage = _to_unit_range(torch.from_numpy(np.ascontiguousarray(batch.hint)).to(device)).to(dtype)
+        collage = _to_unit_range(_to_device(batch.hint, device)).to(dtype)
         hint_latent = dtc.encode_hint(collage)
 
         pixel_values = dtc.image_processor(
             images=list(batch.reference), return_tensors="pt", input_data_format="channels_last"
         ).pixel_values
-        cond = dtc.image_encoder(pixel_values.to(device=device, dtype=dtype))
+        cond = dtc.image_encoder(_to_device(pixel_values, device).to(dtype))
         static = torch.cat([masked_latent, mask_latent], dim=1)
         if self.do_guidance:
             # Guidance drops the reference only: the unconditional half keeps the scene, the mask and the hint. The
@@ -202,8 +222,8 @@ class DTCSampler:
         scheduler = copy.deepcopy(self._scheduler)
         scheduler.set_timesteps(params.steps, device="cpu")
         timesteps = scheduler.timesteps
-        model_timesteps = timesteps.to(device)
-        latents = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+        model_timesteps = _to_device(timesteps, device)
+        latents = _to_device(noise, device).to(dtype) * scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
             model_in = torch.cat([latents, latents]) if self.do_guidance else latents
             model_in = scheduler.scale_model_input(model_in, t)
