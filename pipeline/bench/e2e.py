@@ -2,9 +2,11 @@
 
 - efficiency: model-only seconds per pair / end-to-end seconds per pair, same pairs, same device, same model and
   sampling, and the model alone given what the inference actor is given (on CPU: `cpus_per_actor` threads).
-  Steady state: the driver's metadata writer is timed as finished batches reach it, and the end-to-end figure is
-  (last arrival - first arrival) / pairs after the first batch, so start-up (Ray Data planning, actor creation, model
-  load, the first tasks) and the final metadata read are left out; the whole run's wall time is reported too.
+  Steady state: every run is done with N and with 2N pairs on the same warm Ray, and the per-pair figure is
+  (T(2N) - T(N)) / N, so start-up (Ray Data planning, actor and worker creation, model load) and the final drain
+  cancel out. (Timing finished batches at the driver is reported too, as `arrivals`, but it reads high: while the
+  first postprocess worker starts, the actor already computes ahead.) `actor_busy_fraction` is the model actor's
+  time inside its batches over the run's wall time (start-up included): how busy the GPU would be kept.
 - overhead: the same with the `noop` model (returns the scene crop) on tiny images: what a pair costs the framework
   (Ray Data tasks and transfers, the driver's metadata writing, the CPU stages on tiny images), in wall milliseconds
   per pair on this machine, and in CPU core-milliseconds of every process of the run (driver, raylet, workers).
@@ -164,10 +166,12 @@ def timed_run(cfg: RunConfig) -> dict[str, Any]:
         result = run(cfg)
         wall = time.perf_counter() - start
     by_status = result.summary.get("by_status", {})
+    busy = _actor_busy_seconds(cfg)
     out: dict[str, Any] = {
         "pairs": result.summary.get("pairs"), "ok": by_status.get("ok"), "failed": by_status.get("failed"),
         "by_error_reason": result.summary.get("by_error_reason"), "wall_s": round(wall, 3),
         "core_s": round(cpu.seconds, 3), "batches_seen": len(arrivals),
+        "actor_busy_s": busy, "actor_busy_fraction": round(busy / wall, 3) if busy is not None else None,
     }
     if len(arrivals) >= 3:
         rows = sum(n for _, _, n in arrivals[1:])
@@ -183,16 +187,43 @@ def timed_run(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+def _actor_busy_seconds(cfg: RunConfig) -> float | None:
+    """Sum over the run's rows of `inference_s` (each batch's time in the actor, shared by its pairs)."""
+    from pipeline import record
+
+    try:
+        table = record.read_metadata(cfg)
+    except Exception:  # noqa: BLE001 - a figure for the report, not part of the run
+        return None
+    if "inference_s" not in table.column_names:
+        return None
+    return round(float(np.nansum(table.column("inference_s").to_numpy(zero_copy_only=False))), 3)
+
+
+def differenced(cfg_warm: RunConfig, cfg_n: RunConfig, cfg_2n: RunConfig, n: int) -> dict[str, Any]:
+    """A small warm-up run (discarded: the first run on a fresh Ray also pays for starting its worker processes and
+    first imports), then runs of N and 2N pairs; per-pair wall and core seconds from their difference."""
+    warm = timed_run(cfg_warm)
+    small, large = timed_run(cfg_n), timed_run(cfg_2n)
+    wall, core = (large["wall_s"] - small["wall_s"]) / n, (large["core_s"] - small["core_s"]) / n
+    basis = f"(T(2N) - T(N)) / N, N = {n}"
+    if wall <= 0 or core <= 0:  # noise larger than N pairs' work (test-sized runs): the 2N run, start-up included
+        wall, core = large["wall_s"] / (2 * n), large["core_s"] / (2 * n)
+        basis = f"whole run of 2N = {2 * n} pairs, start-up included (N too small to difference)"
+    return {"runs": [small, large], "warm_up_run": warm, "seconds_per_pair": round(wall, 5),
+            "core_seconds_per_pair": round(core, 5), "basis": basis}
+
+
 @dataclass(frozen=True)
 class PipelinePlan:
-    pairs: int = 96  # pairs of the model run
+    pairs: int = 64  # N: the model runs do N and 2N pairs
     scene_size: tuple[int, int] = (640, 480)
     product_size: tuple[int, int] = (320, 320)
     resolution: int = 128
     steps: int = 20
     batch_size: int = 4
     source: str = "tiny"
-    overhead_pairs: int = 400  # pairs of the noop run
+    overhead_pairs: int = 400  # N of the noop runs
     overhead_scene_size: tuple[int, int] = (96, 72)
     overhead_resolution: int = 64
 
@@ -247,29 +278,35 @@ def bench_pipeline(plan: PipelinePlan | None = None, workdir: Path | None = None
     gpus = torch.cuda.device_count()
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tryall-bench-")))
-        inputs = write_inputs(root / "in", plan.pairs, plan.scene_size, plan.product_size)
-        noop_inputs = write_inputs(root / "noop", plan.overhead_pairs, plan.overhead_scene_size, (48, 48))
-        model_cfg = run_config(inputs, root / "out", "model", source=plan.source, resolution=plan.resolution,
-                               steps=plan.steps, batch_size=plan.batch_size, gpus=gpus)
-        noop_cfg = run_config(noop_inputs, root / "out", "noop", source="noop", resolution=plan.overhead_resolution,
-                              steps=plan.steps, batch_size=plan.batch_size, gpus=gpus)
+        model_cfgs, noop_cfgs = [], []
+        warm_pairs = 2 * plan.batch_size
+        for name, model_n, noop_n in (("warm", warm_pairs, warm_pairs), ("1n", plan.pairs, plan.overhead_pairs),
+                                      ("2n", 2 * plan.pairs, 2 * plan.overhead_pairs)):
+            inputs = write_inputs(root / f"in-{name}", model_n, plan.scene_size, plan.product_size)
+            model_cfgs.append(run_config(inputs, root / "out", f"model-{name}", source=plan.source,
+                                         resolution=plan.resolution, steps=plan.steps, batch_size=plan.batch_size,
+                                         gpus=gpus))
+            noop_inputs = write_inputs(root / f"noop-{name}", noop_n, plan.overhead_scene_size, (48, 48))
+            noop_cfgs.append(run_config(noop_inputs, root / "out", f"noop-{name}", source="noop",
+                                        resolution=plan.overhead_resolution, steps=plan.steps,
+                                        batch_size=plan.batch_size, gpus=gpus))
         with local_ray(gpus):
-            e2e = timed_run(model_cfg)
-            noop = timed_run(noop_cfg)
-        threads = max(1, int(model_cfg.compute.cpus_per_actor))
+            e2e = differenced(*model_cfgs, plan.pairs)
+            noop = differenced(*noop_cfgs, plan.overhead_pairs)
+        threads = max(1, int(model_cfgs[0].compute.cpus_per_actor))
         alone = model_only_seconds_per_pair(inputs, plan, threads)
-    e2e_s = e2e.get("steady_seconds_per_pair")
-    efficiency = alone["seconds_per_pair"] / e2e_s if e2e_s else None
+    e2e_s = e2e["seconds_per_pair"]
+    efficiency = alone["seconds_per_pair"] / e2e_s if e2e_s > 0 else None
     return {
         "efficiency": round(efficiency, 3) if efficiency is not None else None,
-        "overhead_ms_per_pair": _ms(noop.get("steady_seconds_per_pair")),
-        "overhead_core_ms_per_pair": _ms(noop.get("steady_core_seconds_per_pair")),
+        "overhead_ms_per_pair": _ms(noop["seconds_per_pair"]),
+        "overhead_core_ms_per_pair": _ms(noop["core_seconds_per_pair"]),
         "overhead_measured_with": (
-            f"the noop model (returns the scene crop), {plan.overhead_pairs} pairs of "
-            f"{plan.overhead_scene_size[0]}x{plan.overhead_scene_size[1]} JPEG scenes, {plan.overhead_resolution} px "
-            "crops; wall ms per pair at steady state (first to last finished batch at the driver); core-ms counts "
-            "every process of the run"
+            f"the noop model (returns the scene crop), {plan.overhead_scene_size[0]}x{plan.overhead_scene_size[1]} "
+            f"JPEG scenes, {plan.overhead_resolution} px crops; wall ms per pair at steady state ({noop['basis']}); "
+            "core-ms counts every process of the run (driver, raylet, GCS, workers)"
         ),
+        "actor_busy_fraction": e2e["runs"][1]["actor_busy_fraction"],
         "model_only_seconds_per_pair": alone["seconds_per_pair"],
         "end_to_end_seconds_per_pair": e2e_s,
         "model": {"source": plan.source, "resolution": plan.resolution, "steps": plan.steps, "scheduler": "ddim",
@@ -311,9 +348,12 @@ def bench_memory(sizes: tuple[int, ...] = (1000, 20000), workdir: Path | None = 
         "runs": results,
         "driver_ratio": ratios["driver"],
         "worker_ratio": ratios["worker"],
+        "driver_anon_ratio": ratio("driver_peak_anon_mib"),
+        "worker_anon_ratio": ratio("worker_peak_anon_mib"),
         "within_1_5x": all(r is not None and r <= 1.5 for r in ratios.values()),
         "note": "peak RSS (VmHWM from /proc, sampled every 0.5 s) of a fresh driver process per size and of each Ray "
-                "worker; worker = the largest single worker peak",
+                "worker; worker = the largest single worker peak. RSS counts the pages of Ray's shared-memory object "
+                "store a process touched; *_anon_* is private memory only (RssAnon, peak of the samples)",
     }
 
 

@@ -90,6 +90,7 @@ class MemorySampler:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.peaks: dict[int, float] = {}
+        self.anon_peaks: dict[int, float] = {}  # private memory only (RssAnon): no shared object-store pages
         self.names: dict[int, str] = {}
         self.max_total_rss_mib = 0.0
         self._stop = threading.Event()
@@ -111,12 +112,16 @@ class MemorySampler:
     def sample(self) -> None:
         total = 0.0
         for pid in [os.getpid(), *descendants(os.getpid())]:
-            peak, now = peak_rss_mib(pid), rss_mib(pid)
+            peak, now, anon = peak_rss_mib(pid), rss_mib(pid), _status_kib(pid, "RssAnon")
             if peak is None:
                 continue
-            if pid not in self.names:
-                self.names[pid] = process_name(pid)
+            name = process_name(pid)  # again each time: Ray workers retitle themselves (ray::IDLE, ray::MapWorker...)
+            if name and name != "?":
+                self.names[pid] = name
+            self.names.setdefault(pid, "?")
             self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)
+            if anon is not None:
+                self.anon_peaks[pid] = max(self.anon_peaks.get(pid, 0.0), round(anon / 1024, 1))
             total += now or 0.0
         self.max_total_rss_mib = max(self.max_total_rss_mib, round(total, 1))
 
@@ -125,10 +130,14 @@ class MemorySampler:
         workers = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and _is_worker(self.names[pid])}
         others = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and pid not in workers}
         top = max(workers.items(), key=lambda kv: kv[1]) if workers else None
+        anon_workers = [self.anon_peaks.get(pid, 0.0) for pid in workers]
         return {
             "driver_peak_rss_mib": driver,
             "worker_peak_rss_mib": top[1] if top else None,
             "worker_peak_process": self.names[top[0]] if top else None,
+            "driver_peak_anon_mib": self.anon_peaks.get(os.getpid()),
+            "worker_peak_anon_mib": max(anon_workers) if anon_workers else None,
+            "worker_peaks_rss_mib": {self.names[pid][:60]: mib for pid, mib in sorted(workers.items())},
             "workers_seen": len(workers),
             "other_ray_processes_peak_rss_mib": round(max(others.values()), 1) if others else None,
             "all_processes_max_total_rss_mib": self.max_total_rss_mib,
