@@ -45,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the fast path's denoiser")
     g.add_argument("--cpu-threads", type=int, default=1, help="torch threads for the CPU model part (default 1)")
     g = p.add_argument_group("pipeline")
-    g.add_argument("--pipeline-pairs", type=int, help="pairs of the model run (default 96)")
-    g.add_argument("--overhead-pairs", type=int, help="pairs of the noop run (default 400)")
+    g.add_argument("--pipeline-pairs", type=int, help="N: the model runs do a warm-up, N and 2N pairs (default 96)")
+    g.add_argument("--overhead-pairs", type=int, help="N of the noop runs (default 1000)")
     g = p.add_argument_group("cpu_stages")
     g.add_argument("--scene-size", type=_size, default=(4000, 3000), help="scene WxH (default 4000x3000)")
     g.add_argument("--product-size", type=_size, default=(1000, 1000), help="product WxH (default 1000x1000)")
@@ -120,7 +120,7 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
         plan = PipelinePlan()
         if args.quick:
             plan = dataclasses.replace(plan, pairs=12, scene_size=(96, 72), product_size=(48, 48), resolution=64,
-                                       steps=2, overhead_pairs=24)
+                                       steps=2, overhead_pairs=24, single_runs=True)
         if args.pipeline_pairs:
             plan = dataclasses.replace(plan, pairs=args.pipeline_pairs)
         if args.overhead_pairs:

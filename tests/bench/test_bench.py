@@ -29,8 +29,9 @@ def test_quick_bench_writes_the_headline_figures(ray_local, tmp_path, capsys):
     model = report["model"]
     assert [r["path"] for r in model["rows"]][:2] == ["naive", "fast"]
     assert model["naive_vs_fast_max_pixel_diff"] <= 2  # the naive reference does the same work
-    assert report["pipeline"]["end_to_end"]["ok"] == report["pipeline"]["end_to_end"]["pairs"]
-    assert report["pipeline"]["noop"]["failed"] == 0
+    for name in ("end_to_end", "noop"):
+        for run in report["pipeline"][name]["runs"]:
+            assert run["ok"] == run["pairs"] > 0 and run["failed"] == 0, (name, run)
     printed = capsys.readouterr().out
     assert "model.speedup" in printed and "cpu_stages.total_core_ms_per_pair" in printed
 
