@@ -135,7 +135,8 @@ class DTCSampler:
                 nn.Module.to(module, memory_format=torch.channels_last)
         if dtc.device.type == "cuda":
             # Shapes are fixed per batch size, so autotuning convolutions once per shape pays for itself after the
-            # first step. (Process-wide, like every cuDNN setting; it changes speed, not what is computed.)
+            # first step. Process-wide, like every cuDNN setting; the algorithms it picks may round differently in
+            # the last bits, which GPU images never promised (see Determinism above).
             torch.backends.cudnn.benchmark = True
         # dynamic=False: a batch of a new size recompiles instead of switching every shape to slower symbolic code.
         self._denoise: nn.Module = torch.compile(dtc, dynamic=False) if compile else dtc
