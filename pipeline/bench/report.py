@@ -62,6 +62,14 @@ def table(report: dict[str, Any]) -> str:
             parts = ", ".join(f"{k.removesuffix('_core_ms')} {v}" for k, v in figures.items()
                               if k.endswith("_core_ms") and k != "total_core_ms")
             lines.append(f"  {case}: total {figures['total_core_ms']} core-ms/pair ({parts})")
+        floors = cpu.get("floors")
+        if floors:
+            lines.append(
+                f"  codec floors (bare Pillow calls): box {floors['box_codec_floor_core_ms']}, mask "
+                f"{floors['mask_codec_floor_core_ms']} core-ms/pair (scene full decode "
+                f"{floors['scene_full_decode_core_ms']}, drafted by 2 {floors['scene_draft2_decode_core_ms']}, output "
+                f"encode {floors['output_encode_core_ms']}, mask PNG {floors['mask_png_decode_core_ms']})"
+            )
     mem = report.get("memory")
     if mem:
         lines.append("")

@@ -32,7 +32,10 @@ def test_quick_bench_writes_the_headline_figures(ray_local, tmp_path, capsys):
     for name in ("end_to_end", "noop"):
         for run in report["pipeline"][name]["runs"]:
             assert run["ok"] == run["pairs"] > 0 and run["failed"] == 0, (name, run)
+    floors = report["cpu_stages"]["floors"]
+    assert 0 < floors["box_codec_floor_core_ms"] <= floors["mask_codec_floor_core_ms"]
     printed = capsys.readouterr().out
+    assert "codec floors" in printed
     assert "model.speedup" in printed and "cpu_stages.total_core_ms_per_pair" in printed
 
 
