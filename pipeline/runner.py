@@ -42,6 +42,9 @@ def check_output_writable(cfg: RunConfig) -> None:
 
 # The suffixes pipeline.model.cache refuses (kept here so the driver need not import torch to check a source).
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+# Sources that name a model rather than a checkpoint: the stages' no-op model and `pipeline.model.NAMED_CONFIGS`
+# (random weights; listed here for the same reason, and a test keeps the two equal).
+MODEL_NAMES = ("noop", "tiny", "sd15")
 
 
 def _refuse_pickle(source: str, found: str) -> JobError:
@@ -60,8 +63,8 @@ def check_model_source(cfg: RunConfig) -> None:
     source = cfg.model.source
     if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
         raise _refuse_pickle(source, source)
-    if source in ("noop",) or "/" not in source and "://" not in source:
-        return  # a named configuration; the model package rejects unknown names at load
+    if source in MODEL_NAMES:
+        return
     try:
         fs, path = filesystem(source, cfg.s3)
         found = fs.exists(path)
@@ -70,7 +73,8 @@ def check_model_source(cfg: RunConfig) -> None:
     except Exception as exc:  # noqa: BLE001
         raise JobError(f"model.source {source}: cannot be reached: {type(exc).__name__}: {exc}") from None
     if not found:
-        raise JobError(f"model.source {source}: no checkpoint there")
+        named = "" if "/" in source or "://" in source else f" and it is not a model name ({', '.join(MODEL_NAMES)})"
+        raise JobError(f"model.source {source}: no checkpoint there{named}")
     if is_dir and not any(f.endswith(".safetensors") for f in files):
         pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
         if pickles:

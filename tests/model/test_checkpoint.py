@@ -189,3 +189,11 @@ def test_legacy_feature_extractor_config(tmp_path):
     path.write_text(json.dumps({**legacy, "feature_extractor_type": "SomethingElse"}))
     with pytest.raises(CheckpointError, match="SomethingElse.* is not supported"):
         load_image_processor(path)
+
+
+def test_the_driver_knows_every_model_name():
+    """The driver checks model.source without importing torch, from its own list of names: keep it complete."""
+    from pipeline.model.configs import NAMED_CONFIGS
+    from pipeline.runner import MODEL_NAMES
+
+    assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS}

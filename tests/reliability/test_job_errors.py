@@ -109,6 +109,9 @@ def test_missing_checkpoint(no_gpu_requested, sample, s3_server, s3_bucket, tmp_
            "no checkpoint there")
     _fails(tmp_path, capsys, _config(sample, str(out), model={"source": f"s3://{s3_bucket}/models/dtc-v1"},
                                      s3=s3_config(s3_server)), "no checkpoint there")
+    # A bare word is a model name or a local path: a misspelt name stops the job here, not in the GPU actor.
+    _fails(tmp_path, capsys, _config(sample, str(out), model={"source": "tinyy"}),
+           "model.source tinyy: no checkpoint there and it is not a model name (noop, tiny, sd15)")
     empty = tmp_path / "empty-checkpoint"
     (empty / "unet").mkdir(parents=True)
     (empty / "dtc.json").write_text("{}")
