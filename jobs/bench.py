@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--scene-size", type=_size, default=(4000, 3000), help="scene WxH (default 4000x3000)")
     g.add_argument("--product-size", type=_size, default=(1000, 1000), help="product WxH (default 1000x1000)")
     g.add_argument("--cpu-repeats", type=int, default=15, help="pairs timed (median)")
+    g.add_argument("--pairs-per-scene", type=int, default=8,
+                   help="consecutive pairs of one scene in the scene_shared figures (default 8)")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-sizes", type=_ints, default=(1000, 20000), help="pairs per run (default 1000,20000)")
     return p
@@ -130,8 +132,9 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
         from pipeline.bench.cpu_stages import bench_cpu_stages
 
         if args.quick:
-            return bench_cpu_stages(scene_size=(400, 300), product_size=(100, 100), repeats=2)
-        return bench_cpu_stages(scene_size=args.scene_size, product_size=args.product_size, repeats=args.cpu_repeats)
+            return bench_cpu_stages(scene_size=(400, 300), product_size=(100, 100), repeats=2, pairs_per_scene=3)
+        return bench_cpu_stages(scene_size=args.scene_size, product_size=args.product_size, repeats=args.cpu_repeats,
+                                pairs_per_scene=args.pairs_per_scene)
     from pipeline.bench.e2e import bench_memory
 
     return bench_memory((20, 40) if args.quick else args.memory_sizes)

@@ -62,6 +62,12 @@ def table(report: dict[str, Any]) -> str:
             parts = ", ".join(f"{k.removesuffix('_core_ms')} {v}" for k, v in figures.items()
                               if k.endswith("_core_ms") and k != "total_core_ms")
             lines.append(f"  {case}: total {figures['total_core_ms']} core-ms/pair ({parts})")
+        shared = cpu.get("scene_shared")
+        if shared:
+            lines.append(
+                f"  scene shared by {shared['pairs_per_scene']} consecutive pairs: mask "
+                f"{shared['mask']['total_core_ms']}, box {shared['box']['total_core_ms']} core-ms/pair"
+            )
         floors = cpu.get("floors")
         if floors:
             lines.append(

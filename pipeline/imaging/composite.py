@@ -37,12 +37,8 @@ def paste_back(
     scene pixels are untouched, bit for bit. Only the region's bbox grown by `dilate_px` (inside the image
     and the window) is resampled and blended; nothing scene-sized is copied. Returns `scene`.
     """
-    width, height = scene.size
     wx0, wy0, wx1, wy1 = window
-    bx0, by0, bx1, by1 = region.bbox
-    grown = (bx0 - dilate_px, by0 - dilate_px, bx1 + dilate_px, by1 + dilate_px)
-    work = intersect(grown, (0, 0, width, height))
-    work = work and intersect(work, window)
+    work = paste_box(scene.size, window, region, dilate_px=dilate_px)
     if work is None:
         return scene
     x0, y0, x1, y1 = work
@@ -53,6 +49,15 @@ def paste_back(
     patch = Image.fromarray(generated).resize((x1 - x0, y1 - y0), resample, box=source)
     scene.paste(patch, (x0, y0), alpha)
     return scene
+
+
+def paste_box(size: tuple[int, int], window: Box, region: Region, *, dilate_px: int) -> Box | None:
+    """The rectangle of the scene of `size` (W, H) that `paste_back` may change: the region's bbox grown by
+    `dilate_px`, inside the image and the window (None when empty). Every pixel outside it stays as it was."""
+    bx0, by0, bx1, by1 = region.bbox
+    grown = (bx0 - dilate_px, by0 - dilate_px, bx1 + dilate_px, by1 + dilate_px)
+    work = intersect(grown, (0, 0, size[0], size[1]))
+    return work and intersect(work, window)
 
 
 def check_encodable(size: tuple[int, int], fmt: str) -> None:

@@ -35,7 +35,9 @@ def test_quick_bench_writes_the_headline_figures(ray_local, tmp_path, capsys):
     floors = report["cpu_stages"]["floors"]
     assert 0 < floors["box_codec_floor_core_ms"] <= floors["mask_codec_floor_core_ms"]
     printed = capsys.readouterr().out
-    assert "codec floors" in printed
+    assert "codec floors" in printed and "scene shared by 3 consecutive pairs" in printed
+    shared = report["cpu_stages"]["scene_shared"]
+    assert shared["pairs_per_scene"] == 3 and shared["mask"]["total_core_ms"] > 0
     assert "model.speedup" in printed and "cpu_stages.total_core_ms_per_pair" in printed
 
 
