@@ -68,24 +68,31 @@ def largest_inscribed_rectangle(mask: np.ndarray) -> Box:
     oy, ox = int(rows_any[0]), int(cols_any[0])
     m = m[oy : int(rows_any[-1]) + 1, ox : int(cols_any[-1]) + 1]  # work on the bbox only
     h, w = m.shape
-    cols = np.arange(w, dtype=np.int64)
-    rows = np.arange(h, dtype=np.int64)[:, None]
-
+    if m.all():  # a full bbox (a box region): it is the unique largest rectangle
+        return (ox, oy, ox + w, oy + h)
+    it = np.int64
+    cols = np.arange(w, dtype=it)
     # Horizontal runs in each row: the first column of the run containing j, and the column after it.
-    run_start = np.maximum.accumulate(np.where(m, 0, cols + 1), axis=1)
-    run_end = np.minimum.accumulate(np.where(m, w, cols)[:, ::-1], axis=1)[:, ::-1]
-    # Vertical runs: height of the run ending at (y, j); `segment` numbers the runs down each column.
-    last_false = np.maximum.accumulate(np.where(m, -1, rows), axis=0)
+    run_start = np.maximum.accumulate(np.where(m, it(0), cols + it(1)), axis=1)
+    run_end = np.minimum.accumulate(np.where(m[:, ::-1], it(w), cols[::-1]), axis=1)[:, ::-1]
+    # The vertical recurrences run on the transpose (mt[j, y] = m[y, j]), so that they accumulate along the
+    # contiguous axis. Vertical runs: height of the run ending at (y, j), from the last False pixel above.
+    mt = np.ascontiguousarray(m.T)
+    rows = np.arange(h, dtype=it)
+    last_false = np.maximum.accumulate(np.where(mt, it(-1), rows), axis=1)
     height = rows - last_false
-    # A False pixel shares the segment number of the run below it, so give it the neutral value (0 for the
-    # max, w for the min).
-    segment = np.cumsum(~m, axis=0)
-    big = w + 1  # > any run_start / run_end value, so earlier runs never win the running max / min
-    left = np.maximum.accumulate(segment * big + np.where(m, run_start, 0), axis=0) - segment * big
-    right = np.minimum.accumulate(np.where(m, run_end, w) - segment * big, axis=0) + segment * big
-    area = np.where(m, (right - left) * height, 0)
-    y, j = np.unravel_index(int(area.argmax()), area.shape)
-    return (ox + int(left[y, j]), oy + int(y - height[y, j] + 1), ox + int(right[y, j]), oy + int(y + 1))
+    # Running max / min restarted at each vertical run: add an offset that grows by more than any value from run to
+    # run (last_false + 1 numbers the runs down each column; a False pixel shares the number of the run below it,
+    # and gets the neutral value, 0 for the max and w for the min).
+    offset = (last_false + it(1)) * it(w + 1)
+    left = np.maximum.accumulate(np.where(mt, run_start.T, it(0)) + offset, axis=1)
+    left -= offset
+    right = np.minimum.accumulate(np.where(mt, run_end.T, it(w)) - offset, axis=1)
+    right += offset
+    area = (right - left) * height
+    area[~mt] = 0
+    y, j = divmod(int(area.T.argmax()), w)  # row-major order of `m`: ties go to the first pixel
+    return (ox + int(left[j, y]), oy + int(y - height[j, y] + 1), ox + int(right[j, y]), oy + int(y + 1))
 
 
 def fit_centered(rect: Box, aspect: float) -> Box:

@@ -17,6 +17,7 @@ Choices (the contract leaves them to us):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import struct
@@ -36,6 +37,10 @@ _PACK_HEADER = struct.Struct("<4s7i")  # magic, has_mask, width, height, bbox x0
 # Last byte of every packed region: never 0, so the bytes survive containers that strip trailing NULs (numpy's
 # fixed-width "S" arrays do, and a batch of rows can become one).
 _PACK_END = b"."
+# `resized_crop` reduces in NumPy while every output pixel's BOX footprint spans at most this many pixels per axis:
+# then Pillow's 8-bit BOX average of 0/255 pixels is non-zero exactly when one of them is 255 (one 255 among 16 x 16
+# rounds to 16 after the first pass and to 1 after the second; the bound for that is 16 * 16 <= 510).
+_MAX_FOOTPRINT = 16
 
 
 def validate_box(box: object, size: tuple[int, int]) -> Box:
@@ -158,6 +163,10 @@ class Region:
 
     def crop(self, box: Box) -> np.ndarray:
         """The region inside `box` as bool (y1 - y0, x1 - x0); False outside the image."""
+        if self.mask is not None:  # `crop_image` > 0, thresholded by NumPy instead of a LUT image
+            x0, y0, x1, y1 = box
+            ox, oy = self.origin
+            return np.asarray(self.mask.crop((x0 - ox, y0 - oy, x1 - ox, y1 - oy))) >= 128
         return np.asarray(self.crop_image(box)) > 0
 
     def resized_crop(self, window: Box, size: int) -> np.ndarray:
@@ -173,14 +182,100 @@ class Region:
             out = np.zeros((size, size), dtype=bool)
             out[max(lo_y, 0) : min(hi_y, size), max(lo_x, 0) : min(hi_x, size)] = True
             return out
-        # BOX averages each output pixel's exact footprint: non-zero when any of it is in the region, except
-        # that 8 bits round a coverage below 1/510 to 0. Only if that empties the crop (a sparse mask in a
-        # very large window), redo it in 32-bit float, exactly but with 4x the memory.
+        cells_x, cells_y = _box_cells(side_x, size), _box_cells(side_y, size)
+        if cells_x is not None and cells_y is not None:
+            return self._resized_crop_cells(window, size, cells_x, cells_y)
+        return self._resized_crop_pillow(window, size)
+
+    def _resized_crop_pillow(self, window: Box, size: int) -> np.ndarray:
+        """`resized_crop` of a mask region by Pillow's BOX resampling of the whole window."""
+        # BOX averages each output pixel's footprint (the input pixels whose centres it holds): non-zero when
+        # any of them is in the region, except that 8 bits round a coverage below 1/510 to 0. Only if that
+        # empties the crop (a sparse mask in a very large window), redo it in 32-bit float, exactly but with 4x
+        # the memory.
         crop = self.crop_image(window)
         resized = np.asarray(crop.resize((size, size), Image.Resampling.BOX)) > 0
         if not resized.any():
             resized = np.asarray(crop.convert("F").resize((size, size), Image.Resampling.BOX)) > 0
         return resized
+
+    def _resized_crop_cells(
+        self, window: Box, size: int, cells_x: tuple[np.ndarray, np.ndarray], cells_y: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """`_resized_crop_pillow`'s result, computed on the region's bbox only: each output pixel is the OR of the
+        thresholded pixels in its BOX footprint (`_box_cells`), which is what Pillow's 8-bit average gives while
+        footprints span at most `_MAX_FOOTPRINT` pixels a side. Outside the bbox everything is False."""
+        wx0, wy0, wx1, wy1 = window
+        out = np.zeros((size, size), dtype=bool)
+        inside = intersect(self.bbox, window)
+        if inside is None:
+            return out
+        c0, r0, c1, r1 = inside[0] - wx0, inside[1] - wy0, inside[2] - wx0, inside[3] - wy0
+        i0, i1, starts_y, lengths_y = _cells_over(cells_y, r0, r1)
+        j0, j1, starts_x, lengths_x = _cells_over(cells_x, c0, c1)
+        if i0 >= i1 or j0 >= j1:  # the bbox lies between footprints (a rounding gap, upscaling a 1-pixel region)
+            return out
+        part = _or_runs(self.crop(inside), starts_y, lengths_y, axis=0)
+        out[i0:i1, j0:j1] = _or_runs(part, starts_x, lengths_x, axis=1)
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def _box_cells(side: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The footprints of Pillow's BOX resampling of `side` pixels to `size`, as (starts, ends): output pixel i
+    averages input pixels [starts[i], ends[i]). None unless every footprint is a run of 1 to `_MAX_FOOTPRINT`
+    consecutive pixels (then starts and ends never decrease).
+
+    Mirrors `precompute_coeffs` in Pillow's Resample.c for a resize without a box, in the same double arithmetic:
+    the box filter takes the pixels x with (x + 0.5 - centre) / max(scale, 1) in (-0.5, 0.5]. Downscaling, the
+    footprints partition the input (up to rounding at exact ties); upscaling, each is one pixel.
+    """
+    scale = side / size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    ksize = math.ceil(support) * 2 + 1
+    center = (np.arange(size) + 0.5) * scale
+    first = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates; the values are >= 0
+    stop = np.minimum((center + support + 0.5).astype(np.int64), side)
+    pixels = first[:, None] + np.arange(ksize)
+    t = (pixels - center[:, None] + 0.5) * (1.0 / filterscale)
+    taken = (pixels < stop[:, None]) & (t > -0.5) & (t <= 0.5)
+    counts = taken.sum(axis=1)
+    if counts.min() < 1 or counts.max() > _MAX_FOOTPRINT:
+        return None
+    starts = first + taken.argmax(axis=1)
+    ends = starts + counts
+    runs = (pixels >= starts[:, None]) & (pixels < ends[:, None])
+    if not np.array_equal(taken, runs) or (np.diff(starts) < 0).any() or (np.diff(ends) < 0).any():
+        return None  # never seen; the fast path relies on it
+    starts.setflags(write=False)
+    ends.setflags(write=False)
+    return starts, ends
+
+
+def _cells_over(cells: tuple[np.ndarray, np.ndarray], lo: int, hi: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """The output pixels [i0, i1) whose footprints (`_box_cells`) meet input pixels [lo, hi), and the parts of
+    their footprints inside [lo, hi) as (starts - lo, lengths); lengths >= 1."""
+    starts, ends = cells
+    i0 = int(np.searchsorted(ends, lo, side="right"))
+    i1 = int(np.searchsorted(starts, hi, side="left"))
+    first = np.maximum(starts[i0:i1], lo)
+    return i0, i1, first - lo, np.minimum(ends[i0:i1], hi) - first
+
+
+def _or_runs(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, axis: int) -> np.ndarray:
+    """The OR of bool `a` over the runs [starts[k], starts[k] + lengths[k]) along `axis` (lengths >= 1): one gather
+    per offset into the runs, so the cost is the output's size times the longest run."""
+    a = np.moveaxis(a, axis, 0)
+    out = a[starts]
+    last = a.shape[0] - 1
+    for offset in range(1, int(lengths.max())):
+        rows = a[np.minimum(starts + offset, last)]
+        ended = lengths <= offset
+        if ended.any():
+            rows &= ~ended[:, None]
+        out |= rows
+    return np.moveaxis(out, 0, axis)
 
 
 def dilate(mask: Image.Image, radius: int) -> Image.Image:

@@ -186,6 +186,58 @@ def test_lir_matches_brute_force_on_random_masks():
         assert (rect[2] - rect[0]) * (rect[3] - rect[1]) == brute_largest(mask)
 
 
+def row_by_row_lir(mask: np.ndarray):
+    """The textbook maximal-rectangle DP (heights / left / right, one row at a time), keeping the first pixel in
+    row-major order that reaches the largest area: the rectangle `largest_inscribed_rectangle` documents."""
+    h, w = mask.shape
+    height = np.zeros(w, dtype=int)
+    left = np.zeros(w, dtype=int)
+    right = np.full(w, w)
+    best, rect = 0, None
+    for y in range(h):
+        row = mask[y]
+        height = np.where(row, height + 1, 0)
+        start, run_start = 0, np.zeros(w, dtype=int)
+        for x in range(w):
+            start = start if row[x] else x + 1
+            run_start[x] = start
+        end, run_end = w, np.full(w, w)
+        for x in range(w - 1, -1, -1):
+            end = end if row[x] else x
+            run_end[x] = end
+        left = np.where(row, np.maximum(left, run_start), 0)
+        right = np.where(row, np.minimum(right, run_end), w)
+        for x in range(w):
+            area = (right[x] - left[x]) * height[x] if row[x] else 0
+            if area > best:
+                best, rect = area, (int(left[x]), y - int(height[x]) + 1, int(right[x]), y + 1)
+    return rect
+
+
+def test_lir_is_the_row_major_first_of_the_textbook_dp():
+    """Same rectangle, ties included, as the row-by-row recurrence (the vectorised one must not drift from it)."""
+    rng = np.random.default_rng(5)
+    for i in range(300):
+        h, w = (int(v) for v in rng.integers(1, 24, 2))
+        mask = rng.random((h, w)) < rng.choice([0.3, 0.7, 0.9, 0.98])
+        if i % 3 == 0:
+            mask = np.pad(mask, ((1, 2), (3, 0)))  # the bbox is not the whole array
+        if not mask.any():
+            continue
+        assert largest_inscribed_rectangle(mask) == row_by_row_lir(mask), i
+    yy, xx = np.mgrid[0:120, 0:90]
+    ellipse = ((xx - 40) / 35) ** 2 + ((yy - 70) / 45) ** 2 <= 1
+    assert largest_inscribed_rectangle(ellipse) == row_by_row_lir(ellipse)
+
+
+def test_lir_of_a_full_box_is_the_box():
+    mask = np.zeros((300, 400), dtype=bool)
+    mask[17:250, 3:399] = True
+    assert largest_inscribed_rectangle(mask) == (3, 17, 399, 250)
+    mask[100, 200] = False  # no longer full: the general path
+    assert largest_inscribed_rectangle(mask) == row_by_row_lir(mask)
+
+
 def test_lir_empty_mask():
     with pytest.raises(ValueError):
         largest_inscribed_rectangle(np.zeros((4, 4), dtype=bool))

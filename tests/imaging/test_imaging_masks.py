@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
+from pipeline.imaging import masks
 from pipeline.imaging.masks import Region, dilate, feathered_alpha, mask_from_box, validate_box
 
 from ._helpers import brute_dilate
@@ -123,6 +124,55 @@ def test_resized_crop_box_and_mask_paths_agree(box, window, size):
     interior[[ys.min(), ys.max()], :] = False
     interior[:, [xs.min(), xs.max()]] = False
     assert not (interior & ~from_mask).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resized_crop_equals_pillow_box_resampling(seed):
+    """The fast path (OR over each output pixel's BOX footprint, on the bbox only) gives exactly what Pillow's BOX
+    resize of the whole thresholded window gives: grey masks, unpacked regions, windows beyond the image,
+    downscaling, upscaling, sizes that are not powers of 2."""
+    rng = np.random.default_rng(seed)
+    fast = 0
+    for _ in range(150):
+        width, height = (int(v) for v in rng.integers(5, 160, 2))
+        on = rng.random((height, width)) < rng.choice([0.001, 0.02, 0.4])
+        on[rng.integers(0, height), rng.integers(0, width)] = True
+        grey = Image.fromarray((on * rng.integers(60, 256, on.shape)).astype(np.uint8))  # some < 128: not region
+        try:
+            region = Region.from_mask(grey)
+        except PairError:
+            continue
+        if rng.random() < 0.3:
+            region = Region.unpack(region.pack())
+        side_x = int(rng.integers(3, 400))
+        side_y = side_x if rng.random() < 0.7 else int(rng.integers(3, 400))
+        size = int(rng.choice([4, 16, 24, 64, 100, 128, 384, 512]))
+        x0, y0 = int(rng.integers(-side_x, width)), int(rng.integers(-side_y, height))
+        window = (x0, y0, x0 + side_x, y0 + side_y)
+        expected = region._resized_crop_pillow(window, size)
+        assert np.array_equal(region.resized_crop(window, size), expected), (window, size)
+        fast += masks._box_cells(side_x, size) is not None and masks._box_cells(side_y, size) is not None
+    assert fast > 40  # most cases took the fast path
+
+
+def test_box_cells_match_pillow_footprints():
+    """`_box_cells` reproduces Pillow's BOX footprints: resizing an "F" ramp gives each footprint's mean index."""
+    for side, size in [(1800, 512), (513, 512), (512, 512), (1000, 384), (389, 384), (7, 20), (8191, 512)]:
+        cells = masks._box_cells(side, size)
+        assert cells is not None
+        starts, ends = cells
+        ramp = Image.fromarray(np.arange(side, dtype=np.float32)[None, :], mode="F")
+        means = np.asarray(ramp.resize((size, 1), Image.Resampling.BOX))[0]
+        assert np.array_equal(means * 2, starts + ends - 1)
+    assert masks._box_cells(512 * 17, 512) is None  # footprints of 17 pixels: 8-bit averages may round to 0
+
+
+def test_region_crop_thresholds_like_crop_image():
+    grey = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 50), dtype=np.uint8))
+    region = Region.from_mask(grey)
+    for rg in (region, Region.unpack(region.pack())):
+        for box in [(0, 0, 50, 40), (-7, 5, 30, 60), (10, 10, 11, 11), (45, 35, 80, 90)]:
+            assert np.array_equal(rg.crop(box), np.asarray(rg.crop_image(box)) > 0)
 
 
 def test_resized_crop_keeps_a_sparse_mask_in_a_large_window():
