@@ -185,8 +185,10 @@ class SceneCache:
             self._lock.release()
 
     def clear(self) -> None:
+        """Forget the entry and reset the counters."""
         with self._lock:
             self._entry = None
+            self.hits = self.misses = 0
 
 
 SCENES = SceneCache()

@@ -3,10 +3,15 @@
 `prepare_pair` is pure (bytes in, arrays out) and raises only `PairError`. The scene is decoded at reduced
 resolution when it is a JPEG and the context window keeps at least `resolution` pixels across (draft
 decoding), and only the window is cropped, resampled and turned upright.
+
+Everything but the hint and the reference depends on the scene and its region only. The runner orders pairs by
+scene, so the process keeps that part for the last scene it prepared (`SceneMemo`): the next pair with byte-identical
+scene and mask data, the same box and the same settings decodes only its product.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,20 +90,30 @@ def _prepare(
     scene_bytes: bytes, product_bytes: bytes, *, mask_bytes: bytes | None, box: object, settings: ImageSettings
 ) -> PreparedPair:
     res = settings.resolution
-    scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
-    orientation = read_orientation(scene, what="scene")
-    stored_size = scene.size
-    size = upright_size(stored_size, orientation)
-    check_encodable(size, settings.output_format)
-    region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+    prepared = SCENES.lookup(scene_bytes, mask_bytes, box, settings)
+    if prepared is None:
+        scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
+        orientation = read_orientation(scene, what="scene")
+        stored_size = scene.size
+        size = upright_size(stored_size, orientation)
+        check_encodable(size, settings.output_format)
+        region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
     product = open_image(product_bytes, max_pixels=settings.max_pixels, what="product")
     product_orientation = read_orientation(product, what="product")
 
-    window = context_window(
-        region.bbox, size, margin=settings.context_margin, min_side=res, min_margin=settings.dilate_px
-    )
-    scene_crop = _scene_crop(scene, stored_size, orientation, window, res)
-    mask_crop = region.resized_crop(window, res)
+    if prepared is None:
+        window = context_window(
+            region.bbox, size, margin=settings.context_margin, min_side=res, min_margin=settings.dilate_px
+        )
+        prepared = PreparedScene(
+            scene_crop=_scene_crop(scene, stored_size, orientation, window, res),
+            mask_crop=region.resized_crop(window, res),
+            window=window,
+            scene_size=size,
+            region=region.pack(),
+        )
+        SCENES.store(scene_bytes, mask_bytes, box, settings, prepared)
+    mask_crop = prepared.mask_crop
 
     # Decode the product only as large as its two uses need (hint rectangle and reference), by JPEG draft.
     rect = hint_rectangle(mask_crop, upright_size(product.size, product_orientation))
@@ -106,14 +121,72 @@ def _prepare(
     product_rgb, _ = load_rgb(product, reduction=draft_factor(max(product.size), needed), what="product")
     product_rgb = transpose_upright(product_rgb, product_orientation)
     return PreparedPair(
-        scene_crop=scene_crop,
-        mask_crop=mask_crop,
+        scene_crop=prepared.scene_crop.copy(),  # the memo keeps its own arrays: callers may write into theirs
+        mask_crop=mask_crop.copy(),
         hint=make_hint(product_rgb, mask_crop, rect=rect),
         reference=make_reference(product_rgb, settings.reference_size),
-        window=window,
-        scene_size=size,
-        region=region.pack(),
+        window=prepared.window,
+        scene_size=prepared.scene_size,
+        region=prepared.region,
     )
+
+
+@dataclass(frozen=True)
+class PreparedScene:
+    """The product-independent part of a `PreparedPair` (same fields)."""
+
+    scene_crop: np.ndarray
+    mask_crop: np.ndarray
+    window: tuple[int, int, int, int]
+    scene_size: tuple[int, int]
+    region: bytes
+
+
+class SceneMemo:
+    """The `PreparedScene` of the last scene this process prepared, for the next pair of the same scene.
+
+    A hit needs byte-identical scene and mask data (compared, well under a millisecond for a 12 MP JPEG, against
+    ~40 ms of decoding and ~35 ms more for a 12 MP PNG mask), an equal box and equal settings: ids are never trusted
+    to mean equal content. One entry, a few MB at most. Failures are not remembered: a bad scene fails each pair anew.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._value: PreparedScene | None = None
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        return all(x is y or (type(x) is type(y) and x == y) for x, y in zip(a, b, strict=True))
+
+    def lookup(
+        self, scene: bytes, mask: bytes | None, box: object, settings: ImageSettings
+    ) -> PreparedScene | None:
+        key = (scene, mask, box, settings)
+        with self._lock:
+            if self._key is not None and self._same(self._key, key):
+                self.hits += 1
+                return self._value
+            self.misses += 1
+            return None
+
+    def store(
+        self, scene: bytes, mask: bytes | None, box: object, settings: ImageSettings, value: PreparedScene
+    ) -> None:
+        """Remember `value` (built from valid inputs: `box`, if any, is 4 numbers)."""
+        box = None if box is None else tuple(box)  # type: ignore[arg-type]
+        with self._lock:
+            self._key, self._value = (bytes(scene), None if mask is None else bytes(mask), box, settings), value
+
+    def clear(self) -> None:
+        """Forget the entry and reset the counters."""
+        with self._lock:
+            self._key = self._value = None
+            self.hits = self.misses = 0
+
+
+SCENES = SceneMemo()
 
 
 def _scene_crop(

@@ -101,10 +101,14 @@ def _pair_keys(*columns: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArr
     return pc.binary_join_element_wise(*parts, "")
 
 
+def order_by_scene(pairs: pa.Table) -> pa.Table:
+    """A scene's pairs side by side, so that consecutive pairs of one task share it: the CPU stages then reuse the
+    scene they prepared or decoded for the previous pair (`preprocess.SceneMemo`, `postprocess.SceneCache`)."""
+    return pairs.sort_by([("scene_id", "ascending"), ("product_id", "ascending")])
+
+
 def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
-    # A scene's pairs side by side: consecutive pairs of one task then share it, and postprocess reuses the scene it
-    # decoded for the previous pair (`postprocess.SceneCache`) instead of decoding 12 MP again.
-    pairs = pairs.sort_by([("scene_id", "ascending"), ("product_id", "ascending")])
+    pairs = order_by_scene(pairs)
     blocks = [pairs.slice(i, BLOCK_ROWS) for i in range(0, pairs.num_rows, BLOCK_ROWS)]
     compute = cfg.compute
     return (

@@ -24,6 +24,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_scene_from_an_earlier_test():
+    """The CPU stages remember the last scene they decoded (per process): each test starts without one."""
+    from pipeline import postprocess, preprocess
+
+    preprocess.SCENES.clear()
+    postprocess.SCENES.clear()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on a free loopback port; yields its endpoint URL. Credentials are dummies."""

@@ -61,3 +61,17 @@ def test_seed_ignores_variant_and_depends_on_run_seed():
     assert pair_seed(1, "p", "s") == pair_seed(1, "p", "s")
     assert pair_seed(1, "p", "s") != pair_seed(2, "p", "s")
     assert 0 <= pair_seed(1, "p", "s") < 2**31
+
+
+def test_the_runner_streams_a_scenes_pairs_side_by_side():
+    """Pairs made product by product reach the stages scene by scene (the CPU stages reuse a scene between pairs)."""
+    import pyarrow as pa
+
+    from pipeline.runner import order_by_scene
+
+    pairs = pa.table({"product_id": ["p2", "p1", "p2", "p1", "p3"], "scene_id": ["s2", "s1", "s1", "s2", "s1"],
+                      "seed": [1, 2, 3, 4, 5]})
+    ordered = order_by_scene(pairs)
+    assert ordered.column("scene_id").to_pylist() == ["s1", "s1", "s1", "s2", "s2"]
+    assert ordered.column("product_id").to_pylist() == ["p1", "p2", "p3", "p1", "p2"]
+    assert ordered.column("seed").to_pylist() == [2, 3, 5, 4, 1]  # rows move whole
