@@ -93,6 +93,20 @@ class ComputeConfig(_Section):
     gpus_per_actor: float = Field(1.0, ge=0.0, description="1 on GPU nodes; 0 runs the model actors on CPU")
     cpus_per_task: float = Field(1.0, gt=0.0)
     cpus_per_actor: float = Field(1.0, ge=0.0)
+    max_task_retries: int = Field(
+        3,
+        ge=0,
+        description="retries of work whose worker process died (a crash, an out-of-memory kill, a lost node): an "
+        "inference actor's batch (Ray's max_task_retries; the actor itself restarts without limit) and a CPU task's "
+        "block (Ray's max_retries). A pair that kills its worker every time costs max_task_retries + 1 attempts, "
+        "then its block's pairs get `worker_lost` rows",
+    )
+    max_errored_blocks: int = Field(
+        10,
+        ge=0,
+        description="blocks (up to 16 pairs each) that one Ray Data pass may lose after their retries; one more "
+        "stops the job (a systemic failure: a bad node, GPU driver or model, not a poison pair)",
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ComputeConfig:

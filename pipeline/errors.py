@@ -19,6 +19,9 @@ INVALID_BOX = "invalid_box"
 MODEL_ERROR = "model_error"
 WRITE_ERROR = "write_error"
 INTERNAL_ERROR = "internal_error"
+# The pair's block got no result: the worker process computing it died on every attempt (compute.max_task_retries + 1),
+# e.g. a pair that crashes the model or exhausts memory. The driver writes these rows after the Ray Data pass.
+WORKER_LOST = "worker_lost"
 
 
 class PairError(Exception):
@@ -37,3 +40,11 @@ class JobError(Exception):
     """The whole job cannot run (bad configuration, unreadable manifest, missing checkpoint)."""
 
     exit_code = 2
+
+
+class RunStopped(JobError):
+    """The run started but cannot go on: more blocks lost their worker than `compute.max_errored_blocks` allows.
+
+    That many lost blocks is a systemic failure (a bad node, model or driver), not a poison pair. The rows finished
+    so far are kept and summary.json is not written, so a rerun of the run id (or the next nightly) computes the rest.
+    """

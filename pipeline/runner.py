@@ -16,7 +16,7 @@ import ray
 
 from pipeline import record, selection
 from pipeline.config import RunConfig
-from pipeline.errors import JobError
+from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
 from pipeline.stages import Inference, postprocess, preprocess
 from pipeline.storage import filesystem
@@ -84,7 +84,15 @@ def check_model_source(cfg: RunConfig) -> None:
 
 def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
     """The pairs this attempt must compute: all, less those an earlier attempt of the run finished."""
-    done = record.done_keys(cfg, retry_failed=cfg.retry_failed)
+    return _without(pairs, record.done_keys(cfg, retry_failed=cfg.retry_failed))
+
+
+def pairs_without_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
+    """The pairs that have no metadata row in the run folder now (unlike `pending_pairs`, never drops a row)."""
+    return _without(pairs, record.done_keys(cfg, retry_failed=False))
+
+
+def _without(pairs: pa.Table, done: set[tuple[str, str, str]]) -> pa.Table:
     if not done:
         return pairs
     keys = _pair_keys(pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"))
@@ -111,9 +119,13 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     pairs = order_by_scene(pairs)
     blocks = [pairs.slice(i, BLOCK_ROWS) for i in range(0, pairs.num_rows, BLOCK_ROWS)]
     compute = cfg.compute
-    return (
+    # Work whose worker process died is retried a bounded number of times (Ray Data's defaults retry it forever, so a
+    # pair that crashes its worker would loop): the actors still restart without limit (a lost spot node must not
+    # fail a nightly), but each batch and each CPU block gets compute.max_task_retries more attempts.
+    retries = compute.max_task_retries
+    ds = (
         ray.data.from_arrow(blocks)
-        .map(preprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task)
+        .map(preprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
         .map_batches(
             Inference,
             fn_constructor_kwargs={"cfg": cfg},
@@ -122,9 +134,15 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
             num_gpus=compute.gpus_per_actor,
             num_cpus=compute.cpus_per_actor,
             concurrency=(compute.gpu_actors_min, compute.gpu_actors_max),
+            max_restarts=-1,
+            max_task_retries=retries,
         )
-        .map(postprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task)
+        .map(postprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
     )
+    # A block still failing after its retries is dropped, not the pass: `run` writes its pairs' `worker_lost` rows.
+    # More than max_errored_blocks of them stop the pass (see `run`). The setting is this dataset's own context.
+    ds.context.max_errored_blocks = compute.max_errored_blocks
+    return ds
 
 
 def variant_batches(cfg: RunConfig, todo: pa.Table):
@@ -136,6 +154,59 @@ def variant_batches(cfg: RunConfig, todo: pa.Table):
         if cfg.variants:
             log.info("variant %s: %d pairs to compute", name, part.num_rows)
         yield from build_dataset(cfg.for_variant(name), part).iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+# What Ray raises for a block whose worker process died on every attempt (an actor, a task, or their node).
+WORKER_DEATHS = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                 ray.exceptions.OutOfMemoryError)
+
+
+def worker_lost_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
+    """The `failed` rows of pairs that a finished Ray Data pass returned nothing for, with reason `worker_lost`.
+
+    Ray Data drops a block (up to BLOCK_ROWS pairs) when the worker process computing it died on every attempt
+    (`compute.max_task_retries` + 1), typically because one of its pairs crashes the model or exhausts memory. Which
+    pair did it is unknown, so every pair of the block gets this row; `retry_failed: true` computes them again. An
+    exception escaping a stage (a bug: the stages turn every per-pair failure into a row) also drops its block, and
+    lands here too; the job log then holds its traceback.
+    """
+    retries = cfg.compute.max_task_retries
+    message = (f"no result: the worker process computing this pair's block (up to {BLOCK_ROWS} pairs) died "
+               f"{retries + 1} times (compute.max_task_retries={retries}), e.g. a crash or an out-of-memory kill on "
+               "this pair or another of the block; rerun the run id with retry_failed: true to compute it again")
+    schema = pa.schema([f for f in record.METADATA_SCHEMA if f.name != "finished_at"])  # stamped by the writer
+    rows = []
+    for pair in pairs.to_pylist():
+        variant = cfg.for_variant(pair["variant"])
+        rows.append({
+            **{name: None for name in schema.names},
+            "run_id": cfg.run_id, "product_id": pair["product_id"], "scene_id": pair["scene_id"],
+            "variant": pair["variant"], "status": "failed", "error_reason": WORKER_LOST, "error_message": message,
+            "seed": pair["seed"], "model_id": variant.model.source, "scheduler": variant.sampling.scheduler,
+            "steps": variant.sampling.steps, "guidance": variant.sampling.guidance,
+            "resolution": variant.sampling.resolution, "scene_width": 0, "scene_height": 0, "output_bytes": 0,
+            "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0, "product_uri": pair["product_uri"],
+        })
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _run_stopped(cfg: RunConfig, exc: BaseException) -> RunStopped:
+    """More blocks than `compute.max_errored_blocks` lost their worker in one pass: a systemic failure.
+
+    Stopping (rather than recording every pair as `worker_lost`) is the choice here because a finished run marks its
+    failed pairs as done: a broken node, driver or model would turn the whole catalogue into failed rows that the
+    next nightly skips. A stopped run writes no summary.json, so a rerun of the run id, or the next nightly, computes
+    everything that has no row once the cause is fixed.
+    """
+    compute = cfg.compute
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return RunStopped(
+        f"run {cfg.run_id} stopped: more than {compute.max_errored_blocks} blocks of pairs got no result, their "
+        f"worker process dying {compute.max_task_retries + 1} times each (compute.max_errored_blocks, "
+        "compute.max_task_retries): a systemic failure (a bad node, GPU driver or model), not one bad pair. Last: "
+        f"{type(exc).__name__}: {cause}. Rows finished so far are kept and summary.json is not written; rerun the "
+        "run id once the cause is fixed to compute the rest"
+    )
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -159,13 +230,26 @@ def run(cfg: RunConfig) -> RunResult:
             ray.init()
         writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
         progress = record.Progress(total=todo.num_rows, interval_s=cfg.progress_interval_s)
-        for batch in variant_batches(cfg, todo):
-            writer.add(batch)
-            gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0
-            line = progress.update(batch.column("status").to_pylist())
-            if line:
-                log.info(line)
+        try:
+            for batch in variant_batches(cfg, todo):
+                writer.add(batch)
+                gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0
+                line = progress.update(batch.column("status").to_pylist())
+                if line:
+                    log.info(line)
+        except Exception as exc:
+            writer.flush()  # keep what finished: a rerun computes only the rest
+            if isinstance(exc, WORKER_DEATHS):
+                raise _run_stopped(cfg, exc) from exc
+            raise
         writer.flush()
+        lost = pairs_without_rows(cfg, todo)
+        if lost.num_rows:
+            log.warning("%d pairs got no result (their worker died %d times): recorded as %s",
+                        lost.num_rows, cfg.compute.max_task_retries + 1, WORKER_LOST)
+            writer.add(worker_lost_rows(cfg, lost))
+            writer.flush()
+            progress.update(["failed"] * lost.num_rows)
         log.info(progress.line())
 
     table = record.read_metadata(cfg)

@@ -35,6 +35,8 @@ def test_json_file(tmp_path):
         ("run_id=../escape", "run_id", "letters, digits"),
         ("output.format=gif", "output.format", "jpeg"),
         ("sampling.stepz=3", "sampling.stepz", "Extra inputs"),
+        ("compute.max_task_retries=-1", "compute.max_task_retries", "greater than or equal to 0"),
+        ("compute.max_errored_blocks=-1", "compute.max_errored_blocks", "greater than or equal to 0"),
     ],
 )
 def test_invalid_values_name_the_field_and_reason(override, field, reason):
@@ -55,6 +57,15 @@ def test_all_problems_reported_together():
 def test_min_actors_above_max_rejected():
     with pytest.raises(ConfigError, match="gpu_actors_min"):
         load_config(None, [*BASE, "compute.gpu_actors_min=3", "compute.gpu_actors_max=2"])
+
+
+def test_worker_loss_bounds_default_finite_and_settable(monkeypatch):
+    """Work on a dying worker is retried a finite number of times by default (Ray Data's own default is forever)."""
+    compute = load_config(None, BASE).compute
+    assert (compute.max_task_retries, compute.max_errored_blocks) == (3, 10)
+    monkeypatch.setenv("TRYALL_COMPUTE__MAX_TASK_RETRIES", "0")
+    compute = load_config(None, [*BASE, "compute.max_errored_blocks=2"]).compute
+    assert (compute.max_task_retries, compute.max_errored_blocks) == (0, 2)
 
 
 def test_pairs_uri_selects_pairs_strategy_and_pairs_strategy_needs_it():
