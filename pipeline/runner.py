@@ -6,6 +6,7 @@ before the Ray Data pipeline starts, so a bad job fails fast without requesting 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     # pair that crashes its worker would loop): the actors still restart without limit (a lost spot node must not
     # fail a nightly), but each batch and each CPU block gets compute.max_task_retries more attempts.
     retries = compute.max_task_retries
+    # (Ray 2.60 has no named parameters for these; `ray_remote_args` is deprecated for removal in Ray 2.64.)
     ds = (
         ray.data.from_arrow(blocks)
         .map(preprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
@@ -154,6 +156,14 @@ def variant_batches(cfg: RunConfig, todo: pa.Table):
         if cfg.variants:
             log.info("variant %s: %d pairs to compute", name, part.num_rows)
         yield from build_dataset(cfg.for_variant(name), part).iter_batches(batch_size=None, batch_format="pyarrow")
+        release_actors()
+
+
+def release_actors() -> None:
+    """Let go of the finished pass's actors now. Ray Data releases them when nothing references them any more, but
+    after a dropped block (Ray 2.60) a reference cycle keeps the inference actor, and the GPU it holds, until Python's
+    garbage collector happens to run: the next pass (variant) or job would wait for that GPU."""
+    gc.collect()
 
 
 # What Ray raises for a block whose worker process died on every attempt (an actor, a task, or their node).
@@ -230,6 +240,7 @@ def run(cfg: RunConfig) -> RunResult:
             ray.init()
         writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
         progress = record.Progress(total=todo.num_rows, interval_s=cfg.progress_interval_s)
+        stopped = None
         try:
             for batch in variant_batches(cfg, todo):
                 writer.add(batch)
@@ -239,9 +250,12 @@ def run(cfg: RunConfig) -> RunResult:
                     log.info(line)
         except Exception as exc:
             writer.flush()  # keep what finished: a rerun computes only the rest
-            if isinstance(exc, WORKER_DEATHS):
-                raise _run_stopped(cfg, exc) from exc
-            raise
+            if not isinstance(exc, WORKER_DEATHS):
+                raise
+            stopped = _run_stopped(cfg, exc)  # raised below: Ray Data has logged the cause with its traceback
+        if stopped is not None:
+            release_actors()  # only now: the caught exception's traceback referenced them
+            raise stopped
         writer.flush()
         lost = pairs_without_rows(cfg, todo)
         if lost.num_rows:
