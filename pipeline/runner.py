@@ -257,7 +257,8 @@ def run(cfg: RunConfig) -> RunResult:
             release_actors()  # only now: the caught exception's traceback referenced them
             raise stopped
         writer.flush()
-        lost = pairs_without_rows(cfg, todo)
+        # Pairs of blocks Ray Data dropped have no row (read back only when rows are missing).
+        lost = pairs_without_rows(cfg, todo) if progress.done < todo.num_rows else todo.slice(0, 0)
         if lost.num_rows:
             log.warning("%d pairs got no result (their worker died %d times): recorded as %s",
                         lost.num_rows, cfg.compute.max_task_retries + 1, WORKER_LOST)

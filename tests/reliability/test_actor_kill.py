@@ -1,6 +1,6 @@
 """An inference actor killed mid-run (SIGKILL of its process, as the OOM killer or a crashed CUDA context would):
-Ray restarts it and retries its tasks (Ray Data's defaults for actor pools: max_restarts=-1,
-max_task_retries=-1), and the run completes with every pair accounted for: none lost, none duplicated."""
+Ray restarts it and retries its tasks (max_restarts=-1, max_task_retries=compute.max_task_retries), and the run
+completes with every pair accounted for: none lost, none duplicated."""
 
 from __future__ import annotations
 
