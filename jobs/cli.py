@@ -1,7 +1,9 @@
 """What every job shares: `--config` and `--set` arguments, logging, and exit statuses.
 
 Exit status 0: the run finished (some pairs may have failed; summary.json says how many). 2: the job could not
-run (invalid configuration, unusable manifests, unreachable output or model); nothing was computed.
+run (invalid configuration, unusable manifests, unreachable output or model; nothing was computed), or it stopped
+on a systemic failure (more than compute.max_errored_blocks blocks lost their worker: the rows finished so far are
+kept, no summary.json; rerun the run id once the cause is fixed).
 """
 
 from __future__ import annotations
