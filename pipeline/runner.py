@@ -135,7 +135,7 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
             batch_format="numpy",
             num_gpus=compute.gpus_per_actor,
             num_cpus=compute.cpus_per_actor,
-            concurrency=(compute.gpu_actors_min, compute.gpu_actors_max),
+            compute=ray.data.ActorPoolStrategy(min_size=compute.gpu_actors_min, max_size=compute.gpu_actors_max),
             max_restarts=-1,
             max_task_retries=retries,
         )
