@@ -166,7 +166,7 @@ class SceneCache:
             return
         try:
             entry = self._entry
-            if entry is not None and len(entry.data) == len(data) and entry.data == data:
+            if entry is not None and entry.data == data:  # bytes compare their lengths first
                 self.hits += 1
             else:
                 self._entry = None  # free the old scene before decoding the new one

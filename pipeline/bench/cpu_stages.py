@@ -31,6 +31,7 @@ from PIL import Image
 import pipeline.postprocess as post
 import pipeline.preprocess as pre
 from pipeline.bench.images import PairInputs, pair_inputs
+from pipeline.bench.measure import cpu_ms
 from pipeline.imaging import masks
 from pipeline.imaging.settings import ImageSettings
 
@@ -91,10 +92,8 @@ def _instrumented(totals: dict[str, float]) -> Iterator[None]:
 
 def forget_scenes() -> None:
     """Empty the stages' per-process scene caches, so that the next pair pays for its scene in full."""
-    for module in (pre, post):
-        cache = getattr(module, "SCENES", None)
-        if cache is not None:
-            cache.clear()
+    pre.SCENES.clear()
+    post.SCENES.clear()
 
 
 def run_pair(inputs: PairInputs, settings: ImageSettings, *, use_mask: bool, shared: bool = False) -> dict[str, float]:
@@ -137,13 +136,9 @@ def _region_kwargs(prepared: Any, mask: bytes | None, box: tuple | None) -> dict
 
 
 def _cpu_ms(fn: Callable[[], object], repeats: int) -> float:
+    """`measure.cpu_ms` after one warm-up call, to 0.1 ms."""
     fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        runs.append(time.process_time() - start)
-    return round(statistics.median(runs) * 1e3, 1)
+    return round(cpu_ms(fn, repeats)[0], 1)
 
 
 def codec_floors(inputs: PairInputs, settings: ImageSettings, repeats: int) -> dict[str, Any]:

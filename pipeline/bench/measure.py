@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def median_ms(samples: list[float]) -> float:
@@ -82,21 +82,20 @@ def cpu_seconds(pid: int | str = "self") -> float | None:
         return None
 
 
-class MemorySampler:
-    """Samples, every `interval_s`, the peak RSS of this process and of every process below it (Ray's raylet, GCS and
-    workers when this process started Ray), and the largest sum of their current RSS. VmHWM is a running peak, so a
-    worker's peak is caught unless it exits between two samples after growing."""
+def process_tree() -> list[int]:
+    """This process and every process below it."""
+    return [os.getpid(), *descendants(os.getpid())]
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+
+class _Sampler:
+    """Calls `sample()` every `interval_s` on a background thread while the block runs, and once more at its end."""
+
+    def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self.peaks: dict[int, float] = {}
-        self.anon_peaks: dict[int, float] = {}  # private memory only (RssAnon): no shared object-store pages
-        self.names: dict[int, str] = {}
-        self.max_total_rss_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -110,8 +109,24 @@ class MemorySampler:
             self.sample()
 
     def sample(self) -> None:
+        raise NotImplementedError
+
+
+class MemorySampler(_Sampler):
+    """Samples, every `interval_s`, the peak RSS of this process and of every process below it (Ray's raylet, GCS and
+    workers when this process started Ray), and the largest sum of their current RSS. VmHWM is a running peak, so a
+    worker's peak is caught unless it exits between two samples after growing."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        super().__init__(interval_s)
+        self.peaks: dict[int, float] = {}
+        self.anon_peaks: dict[int, float] = {}  # private memory only (RssAnon): no shared object-store pages
+        self.names: dict[int, str] = {}
+        self.max_total_rss_mib = 0.0
+
+    def sample(self) -> None:
         total = 0.0
-        for pid in [os.getpid(), *descendants(os.getpid())]:
+        for pid in process_tree():
             peak, now, anon = peak_rss_mib(pid), rss_mib(pid), _status_kib(pid, "RssAnon")
             if peak is None:
                 continue
@@ -148,39 +163,24 @@ def _is_worker(cmdline: str) -> bool:
     return "default_worker.py" in cmdline or cmdline.startswith("ray::")
 
 
-class CpuSampler:
+class CpuSampler(_Sampler):
     """CPU seconds used by this process and every process below it while the block runs, processes that start or
     end inside it included (sampled every `interval_s`; a process that ends loses at most its last interval)."""
 
     def __init__(self, interval_s: float = 0.2) -> None:
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _pids(self) -> list[int]:
-        return [os.getpid(), *descendants(os.getpid())]
 
     def __enter__(self) -> CpuSampler:
-        for pid in self._pids():
+        for pid in process_tree():
             value = cpu_seconds(pid)
             if value is not None:
                 self._start[pid] = self._last[pid] = value
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+        return super().__enter__()
 
     def sample(self) -> None:
-        for pid in self._pids():
+        for pid in process_tree():
             value = cpu_seconds(pid)
             if value is not None:
                 self._last[pid] = max(self._last.get(pid, 0.0), value)
