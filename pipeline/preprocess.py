@@ -90,6 +90,8 @@ def _prepare(
     scene_bytes: bytes, product_bytes: bytes, *, mask_bytes: bytes | None, box: object, settings: ImageSettings
 ) -> PreparedPair:
     res = settings.resolution
+    # Without a memo hit the scene's work is split around the product's header check, keeping the order of checks
+    # (cheap header and region checks of both images before the scene's pixels are decoded).
     prepared = SCENES.lookup(scene_bytes, mask_bytes, box, settings)
     if prepared is None:
         scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
