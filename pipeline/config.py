@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import JobError
+from pipeline.model_sources import MODEL_CACHE_ENV
 
 ENV_PREFIX = "TRYALL_"
-# The node-local model cache directory; infra/ sets it on every node (pipeline.model.cache reads the same name).
-MODEL_CACHE_ENV = "TRYALL_MODEL_CACHE_DIR"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
 

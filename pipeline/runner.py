@@ -19,6 +19,7 @@ from pipeline import record, selection
 from pipeline.config import RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
+from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES
 from pipeline.stages import Inference, postprocess, preprocess
 from pipeline.storage import filesystem
 
@@ -39,13 +40,6 @@ def check_output_writable(cfg: RunConfig) -> None:
         record.write_config(cfg)
     except Exception as exc:  # noqa: BLE001 - any storage failure here is a job error with its cause
         raise JobError(f"cannot write to output {cfg.run_uri}: {type(exc).__name__}: {exc}") from None
-
-
-# The suffixes pipeline.model.cache refuses (kept here so the driver need not import torch to check a source).
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
-# Sources that name a model rather than a checkpoint: the stages' no-op model and `pipeline.model.NAMED_CONFIGS`
-# (random weights; listed here for the same reason, and a test keeps the two equal).
-MODEL_NAMES = ("noop", "tiny", "sd15")
 
 
 def _refuse_pickle(source: str, found: str) -> JobError:

@@ -18,6 +18,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
 from pipeline.imaging.settings import ImageSettings
 from pipeline.keys import image_key
+from pipeline.model_sources import NOOP_MODEL
 from pipeline.postprocess import composite_pair
 from pipeline.preprocess import prepare_pair
 from pipeline.storage import join, read_bytes, storage_options, write_bytes
@@ -97,7 +98,7 @@ def preprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
 class NoopSampler:
     """The `noop` model: returns the scene crop unchanged. Measures the framework's own cost, nothing else."""
 
-    model_id = "noop"
+    model_id = NOOP_MODEL
 
     def generate(self, batch: Any) -> np.ndarray:
         return batch.scene.copy()
@@ -112,9 +113,9 @@ class Inference:
         self.cfg = cfg
         # Recorded per pair (metadata `inference_node`), so placement on GPU nodes can be checked after the run.
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        if cfg.model.source == "noop":
+        if cfg.model.source == NOOP_MODEL:
             self.sampler: Any = NoopSampler()
-            self.model_id = "noop"
+            self.model_id = NOOP_MODEL
             return
         import torch
 

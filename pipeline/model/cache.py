@@ -21,13 +21,14 @@ from typing import Any
 import fsspec
 from filelock import FileLock
 
+from pipeline.model_sources import MODEL_CACHE_ENV as CACHE_ENV
+from pipeline.model_sources import PICKLE_SUFFIXES
+
 from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "TRYALL_MODEL_CACHE_DIR"
 COMPLETE_MARKER = ".tryall-complete.json"
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
 def default_cache_dir() -> Path:

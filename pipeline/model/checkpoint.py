@@ -36,8 +36,9 @@ from torch import nn
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, CLIPVisionConfig, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
 
+from pipeline.model_sources import PICKLE_SUFFIXES
+
 from .build import DEFAULT_SEED, assemble, cast, dinov2_image_processor, seeded
-from .cache import PICKLE_SUFFIXES
 from .configs import SD15, SD_SCHEDULER_CONFIG
 from .dtc import DTC
 from .encoders import Dinov2ReferenceEncoder, PaintByExampleReferenceEncoder, reference_encoder_from_config

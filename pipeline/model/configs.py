@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.model_sources import SD15_MODEL, TINY_MODEL
+
 # Stable Diffusion 1.x noise schedule (scaled_linear betas, "leading" spacing, steps_offset 1), as shipped with SD 1.5
 # inpainting and Paint-by-Example; the sampler derives DDIM / DPM-Solver++ / Euler from it.
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -50,7 +52,7 @@ class DTCConfig:
 
 
 TINY = DTCConfig(
-    name="tiny",
+    name=TINY_MODEL,
     unet={
         "sample_size": 32,
         "in_channels": 9,
@@ -95,7 +97,7 @@ TINY = DTCConfig(
 )
 
 SD15 = DTCConfig(
-    name="sd15",
+    name=SD15_MODEL,
     # Stable Diffusion 1.5 inpainting UNet (runwayml/stable-diffusion-inpainting unet/config.json).
     unet={
         "sample_size": 64,
