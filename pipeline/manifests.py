@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import S3Config
 from pipeline.errors import JobError
+from pipeline.metadata_row import PAIR_KEY
 from pipeline.storage import filesystem
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -195,10 +196,9 @@ def _check_pairs(pairs: pa.Table, catalogue: pa.Table | None, scenes: pa.Table |
         problems.append(
             f"pairs manifest: column 'variant' has {empty_variants} empty values (leave it null for 'default')"
         )
-    keys = pc.binary_join_element_wise(
-        pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"), "\x1f"
-    )
-    counts = pc.value_counts(keys).to_pylist()
-    dupes = sorted(c["values"].replace("\x1f", "/") for c in counts if c["counts"] > 1)
+    key = list(PAIR_KEY)
+    counts = pairs.group_by(key).aggregate([([], "count_all")])
+    repeated = counts.filter(pc.greater(counts.column("count_all"), 1)).select(key).to_pylist()
+    dupes = ["/".join(r[k] for k in key) for r in sorted(repeated, key=lambda r: tuple(r[k] for k in key))]
     if dupes:
         problems.append(f"pairs manifest: {len(dupes)} duplicate (product_id, scene_id, variant): {_examples(dupes)}")

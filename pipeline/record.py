@@ -16,87 +16,73 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
+from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY
 from pipeline.storage import filesystem, join, write_bytes
-
-METADATA_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("product_id", pa.string()),
-        ("scene_id", pa.string()),
-        ("variant", pa.string()),
-        ("status", pa.string()),  # ok | failed
-        ("error_reason", pa.string()),
-        ("error_message", pa.string()),
-        ("output_uri", pa.string()),
-        ("seed", pa.int64()),
-        ("model_id", pa.string()),
-        ("scheduler", pa.string()),
-        ("steps", pa.int32()),
-        ("guidance", pa.float32()),
-        ("resolution", pa.int32()),
-        ("scene_width", pa.int32()),
-        ("scene_height", pa.int32()),
-        ("output_bytes", pa.int64()),
-        ("preprocess_s", pa.float32()),
-        ("inference_s", pa.float32()),
-        ("postprocess_s", pa.float32()),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        # The product image this row was made from: the nightly's "changed product" check compares it.
-        ("product_uri", pa.string()),
-        # The Ray node id of the inference actor that computed the pair (null when it never reached the model).
-        ("inference_node", pa.string()),
-    ]
-)
-PAIR_KEY = ("product_id", "scene_id", "variant")
 
 
 def metadata_uri(cfg: RunConfig) -> str:
     return join(cfg.run_uri, "metadata")
 
 
+def metadata_dataset(cfg: RunConfig) -> ds.Dataset | None:
+    """The run's metadata parts as one dataset with the declared schema (None before the first part).
+
+    Discovery skips names starting with `.` or `_` (pyarrow's default ignore_prefixes), so the local writer's
+    temporaries (`.tmp-*`, see `storage.write_bytes`) are never read; columns an older part lacks read as null.
+    """
+    return dataset_at(metadata_uri(cfg), cfg)
+
+
+def dataset_at(uri: str, cfg: RunConfig) -> ds.Dataset | None:
+    """The metadata parts under `uri` (a run's `metadata/` folder), or None when there is no such folder."""
+    fs, path = filesystem(uri, cfg.s3)
+    fs.invalidate_cache(path)
+    if not fs.exists(path):
+        return None
+    return ds.dataset(path, schema=METADATA_SCHEMA, format="parquet", filesystem=fs)
+
+
 def read_metadata(cfg: RunConfig) -> pa.Table:
     """All metadata rows of the run so far (an empty table when there are none)."""
-    fs, path = filesystem(metadata_uri(cfg), cfg.s3)
-    if not fs.exists(path):
-        return METADATA_SCHEMA.empty_table()
-    files = [f for f in fs.find(path) if f.endswith(".parquet") and "/.tmp-" not in f]
-    if not files:
-        return METADATA_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f, filesystem=fs, schema=METADATA_SCHEMA) for f in sorted(files)])
+    dataset = metadata_dataset(cfg)
+    return dataset.to_table() if dataset is not None else METADATA_SCHEMA.empty_table()
 
 
-def done_keys(cfg: RunConfig, retry_failed: bool) -> set[tuple[str, str, str]]:
-    """Pairs a rerun must not compute again: those with an `ok` row, and `failed` ones unless retried.
+def done_keys(cfg: RunConfig, retry_failed: bool) -> pa.Table:
+    """The PAIR_KEY columns of the pairs a rerun must not compute again: those with an `ok` row, and `failed` ones
+    unless retried.
 
     With retry_failed, the parts holding failed rows are rewritten without them first, so a retried pair still
     ends with exactly one row.
     """
-    table = read_metadata(cfg)
-    if table.num_rows == 0:
-        return set()
     if retry_failed:
         _drop_failed_rows(cfg)
-        table = read_metadata(cfg)
-    return set(zip(*(table.column(c).to_pylist() for c in PAIR_KEY), strict=True))
+    dataset = metadata_dataset(cfg)
+    if dataset is None:
+        return METADATA_SCHEMA.empty_table().select(PAIR_KEY)
+    return dataset.to_table(columns=list(PAIR_KEY))
 
 
 def _drop_failed_rows(cfg: RunConfig) -> None:
+    dataset = metadata_dataset(cfg)
+    if dataset is None:
+        return
     fs, path = filesystem(metadata_uri(cfg), cfg.s3)
-    for f in sorted(fs.find(path)):
-        if not f.endswith(".parquet") or "/.tmp-" in f:
-            continue
-        part = pq.read_table(f, filesystem=fs, schema=METADATA_SCHEMA)
-        kept = part.filter(pa.compute.equal(part.column("status"), "ok"))
+    for fragment in dataset.get_fragments():
+        part = fragment.to_table(schema=METADATA_SCHEMA)
+        kept = part.filter(pc.equal(part.column("status"), "ok"))
         if kept.num_rows == part.num_rows:
             continue
         if kept.num_rows:
             # Same key, whole-object replace: readers see the old part or the new one, never a mix.
-            write_bytes(_uri(cfg.run_uri, f, path), _parquet_bytes(kept), cfg.s3)
+            write_bytes(_uri(cfg.run_uri, fragment.path, path), _parquet_bytes(kept), cfg.s3)
         else:
-            fs.rm(f)
+            fs.rm(fragment.path)
 
 
 def _uri(run_uri: str, found: str, metadata_path: str) -> str:

@@ -19,6 +19,7 @@ from pipeline import record, selection
 from pipeline.config import RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
+from pipeline.metadata_row import PAIR_KEY, ROW_SCHEMA, metadata_row
 from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES
 from pipeline.stages import Inference, postprocess, preprocess
 from pipeline.storage import filesystem
@@ -87,21 +88,11 @@ def pairs_without_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
     return _without(pairs, record.done_keys(cfg, retry_failed=False))
 
 
-def _without(pairs: pa.Table, done: set[tuple[str, str, str]]) -> pa.Table:
-    if not done:
+def _without(pairs: pa.Table, done: pa.Table) -> pa.Table:
+    """`pairs` less those whose PAIR_KEY is in `done`: an anti-join compares the ids themselves, whatever they hold."""
+    if not done.num_rows:
         return pairs
-    keys = _pair_keys(pairs.column("product_id"), pairs.column("scene_id"), pairs.column("variant"))
-    done_set = _pair_keys(*(pa.array(list(c), pa.string()) for c in zip(*done, strict=True)))
-    return pairs.filter(pc.invert(pc.is_in(keys, value_set=done_set)))
-
-
-def _pair_keys(*columns: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """One string per pair that no two distinct pairs share, whatever the ids hold: each id is prefixed with its
-    length (`3:abc5:room1...`), so no separator character inside an id can make two pairs look alike."""
-    parts = []
-    for column in columns:
-        parts += [pc.cast(pc.utf8_length(column), pa.string()), ":", column]
-    return pc.binary_join_element_wise(*parts, "")
+    return pairs.join(done, keys=list(PAIR_KEY), join_type="left anti")
 
 
 def order_by_scene(pairs: pa.Table) -> pa.Table:
@@ -178,20 +169,9 @@ def worker_lost_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
     message = (f"no result: the worker process computing this pair's block (up to {BLOCK_ROWS} pairs) died "
                f"{retries + 1} times (compute.max_task_retries={retries}), e.g. a crash or an out-of-memory kill on "
                "this pair or another of the block; rerun the run id with retry_failed: true to compute it again")
-    schema = pa.schema([f for f in record.METADATA_SCHEMA if f.name != "finished_at"])  # stamped by the writer
-    rows = []
-    for pair in pairs.to_pylist():
-        variant = cfg.for_variant(pair["variant"])
-        rows.append({
-            **{name: None for name in schema.names},
-            "run_id": cfg.run_id, "product_id": pair["product_id"], "scene_id": pair["scene_id"],
-            "variant": pair["variant"], "status": "failed", "error_reason": WORKER_LOST, "error_message": message,
-            "seed": pair["seed"], "model_id": variant.model.source, "scheduler": variant.sampling.scheduler,
-            "steps": variant.sampling.steps, "guidance": variant.sampling.guidance,
-            "resolution": variant.sampling.resolution, "scene_width": 0, "scene_height": 0, "output_bytes": 0,
-            "preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0, "product_uri": pair["product_uri"],
-        })
-    return pa.Table.from_pylist(rows, schema=schema)
+    rows = [metadata_row(cfg.for_variant(pair["variant"]), pair, status="failed", error_reason=WORKER_LOST,
+                         error_message=message) for pair in pairs.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def _run_stopped(cfg: RunConfig, exc: BaseException) -> RunStopped:

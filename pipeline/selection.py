@@ -25,13 +25,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipeline import record
 from pipeline.config import RunConfig, SelectionConfig
 from pipeline.errors import JobError
 from pipeline.keys import DEFAULT_VARIANT
 from pipeline.manifests import Manifests
+from pipeline.metadata_row import METADATA_SCHEMA
 from pipeline.pairing import make_pairs, stable_hash
 from pipeline.storage import filesystem, join
 
@@ -142,14 +143,6 @@ def _scalar(recorded: dict[str, Any]) -> pa.Scalar:
     return pa.scalar(value, pa.timestamp("us", tz="UTC"))
 
 
-def _keys(*columns: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """One string per row that no two distinct rows share: each value prefixed by its length."""
-    parts: list[Any] = []
-    for column in columns:
-        parts += [pc.cast(pc.utf8_length(column), pa.string()), ":", column]
-    return pc.binary_join_element_wise(*parts, "")
-
-
 def new_or_changed(catalogue: pa.Table, baseline: dict[str, Any] | None, done: pa.Table | None) -> pa.Table:
     """The catalogue rows an incremental run takes (see the module's docstring).
 
@@ -167,15 +160,20 @@ def new_or_changed(catalogue: pa.Table, baseline: dict[str, Any] | None, done: p
     if done is None or done.num_rows == 0:
         by_record = pa.array([True] * catalogue.num_rows, pa.bool_())
     else:
-        exact = done.filter(pc.is_valid(done.column("product_uri")))
-        any_uri = done.filter(pc.is_null(done.column("product_uri"))).column("product_id")
-        seen = pc.or_(
-            pc.is_in(_keys(catalogue.column("product_id"), catalogue.column("image_uri")),
-                     value_set=_keys(exact.column("product_id"), exact.column("product_uri")).combine_chunks()),
-            pc.is_in(catalogue.column("product_id"), value_set=any_uri.combine_chunks()),
-        )
-        by_record = pc.invert(seen)
+        by_record = _without_ok_row(catalogue, done)
     return catalogue.filter(pc.if_else(pc.is_valid(by_time), by_time, by_record))
+
+
+def _without_ok_row(catalogue: pa.Table, done: pa.Table) -> pa.Array:
+    """Per catalogue row: no `done` row has its product_id with its image_uri (or with a null product_uri)."""
+    exact = done.filter(pc.is_valid(done.column("product_uri"))).select(["product_id", "product_uri"])
+    any_uri = done.filter(pc.is_null(done.column("product_uri"))).select(["product_id"])
+    rows = pa.table({"product_id": catalogue.column("product_id"), "image_uri": catalogue.column("image_uri"),
+                     "row": pa.array(range(catalogue.num_rows), pa.int64())})
+    unseen = rows.join(exact, keys=["product_id", "image_uri"], right_keys=["product_id", "product_uri"],
+                       join_type="left anti")
+    unseen = unseen.join(any_uri, keys="product_id", join_type="left anti")
+    return pc.is_in(rows.column("row"), value_set=unseen.column("row").combine_chunks())
 
 
 def finished_runs(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -204,24 +202,17 @@ def finished_runs(cfg: RunConfig) -> list[dict[str, Any]]:
     return sorted(summaries, key=lambda s: (s.get("started_at") or s.get("finished_at") or "", s["run_id"]))
 
 
-_DONE_SCHEMA = pa.schema([("product_id", pa.string()), ("product_uri", pa.string()), ("status", pa.string())])
-
-
 def ok_products(cfg: RunConfig, run_ids: list[str]) -> pa.Table:
     """`product_id`, `product_uri` of every `ok` row of the given runs under cfg.output_uri (distinct)."""
+    columns = ["product_id", "product_uri"]
     tables = []
     for run_id in run_ids:
-        fs, path = filesystem(join(cfg.output_uri, run_id, "metadata"), cfg.s3)
-        if not fs.exists(path):
-            continue
-        files = [f for f in fs.find(path) if f.endswith(".parquet") and "/.tmp-" not in f]
-        if not files:
-            continue
-        dataset = ds.dataset(files, schema=_DONE_SCHEMA, filesystem=fs, format="parquet")
-        tables.append(dataset.to_table(columns=["product_id", "product_uri"], filter=pc.field("status") == "ok"))
+        dataset = record.dataset_at(join(cfg.output_uri, run_id, "metadata"), cfg)
+        if dataset is not None:
+            tables.append(dataset.to_table(columns=columns, filter=pc.field("status") == "ok"))
     if not tables:
-        return _DONE_SCHEMA.empty_table().select(["product_id", "product_uri"])
-    return pa.concat_tables(tables).group_by(["product_id", "product_uri"]).aggregate([])
+        return METADATA_SCHEMA.empty_table().select(columns)
+    return pa.concat_tables(tables).group_by(columns).aggregate([])
 
 
 def incremental_catalogue(cfg: RunConfig, catalogue: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
@@ -299,7 +290,7 @@ def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None)
         )
     pairs = make_pairs(replace(manifests, catalogue=chosen, pairs=pairs_manifest), cfg.pairing, cfg.sampling.seed)
     pairs = expand_variants(pairs, cfg.variant_names())
-    record = {
+    recorded = {
         "incremental": bool(sel.incremental),
         "covers_catalogue": sel.covers_catalogue,
         "categories": sel.categories,
@@ -317,7 +308,7 @@ def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None)
              chosen.num_rows, catalogue.num_rows, sliced.num_rows,
              f", incremental against {info.get('baseline_run') or 'earlier runs metadata'}" if sel.incremental else "",
              pairs.num_rows, len(cfg.variant_names()))
-    return Plan(pairs=pairs, selection=record)
+    return Plan(pairs=pairs, selection=recorded)
 
 
 def variant_counts(table: pa.Table) -> dict[str, dict[str, int]]:

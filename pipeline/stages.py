@@ -18,6 +18,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
 from pipeline.imaging.settings import ImageSettings
 from pipeline.keys import image_key
+from pipeline.metadata_row import metadata_row
 from pipeline.model_sources import NOOP_MODEL
 from pipeline.postprocess import composite_pair
 from pipeline.preprocess import prepare_pair
@@ -191,28 +192,11 @@ def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
             output_uri, output_bytes = join(cfg.run_uri, key), len(encoded)
         except Exception as exc:  # noqa: BLE001
             _fail(row, exc, "postprocess")
-    return {
-        "run_id": cfg.run_id,
-        "product_id": row["product_id"],
-        "scene_id": row["scene_id"],
-        "variant": row["variant"],
-        "status": row["status"],
-        "error_reason": row["error_reason"] or None,
-        "error_message": row["error_message"] or None,
-        "output_uri": output_uri or None,
-        "seed": int(row["seed"]),
-        "model_id": row.get("model_id") or cfg.model.source,
-        "scheduler": cfg.sampling.scheduler,
-        "steps": cfg.sampling.steps,
-        "guidance": cfg.sampling.guidance,
-        "resolution": cfg.sampling.resolution,
-        "scene_width": int(row["scene_width"]),
-        "scene_height": int(row["scene_height"]),
-        "output_bytes": output_bytes,
-        "preprocess_s": float(row["preprocess_s"]),
-        "inference_s": float(row.get("inference_s", 0.0)),
-        "postprocess_s": time.perf_counter() - started,
-        "product_uri": row.get("product_uri"),
-        # An all-null column can reach this row as NaN: only a node id string is recorded.
-        "inference_node": row.get("inference_node") if isinstance(row.get("inference_node"), str) else None,
-    }
+    # An all-null column can reach this row as NaN: only a node id string is recorded.
+    node = row.get("inference_node")
+    return metadata_row(
+        cfg, row, status=row["status"], error_reason=row["error_reason"], error_message=row["error_message"],
+        output_uri=output_uri, model_id=row.get("model_id"), scene_size=(row["scene_width"], row["scene_height"]),
+        output_bytes=output_bytes, preprocess_s=row["preprocess_s"], inference_s=row.get("inference_s", 0.0),
+        postprocess_s=time.perf_counter() - started, inference_node=node if isinstance(node, str) else None,
+    )
