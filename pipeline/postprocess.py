@@ -126,7 +126,7 @@ def _composite(
     def decode() -> Image.Image:
         return transpose_upright(load_rgb(scene, what="scene")[0], orientation)
 
-    with SCENES.pixels(scene_bytes, decode) as upright:
+    with COMPOSITE_SCENES.pixels(scene_bytes, decode) as upright:
         changed = paste_box(upright.size, window, found, dilate_px=settings.dilate_px)
         saved = upright.crop(changed) if changed else None
         try:
@@ -191,7 +191,7 @@ class SceneCache:
             self.hits = self.misses = 0
 
 
-SCENES = SceneCache()
+COMPOSITE_SCENES = SceneCache()  # the scene `composite_pair` (stage `composite_row`) decoded last in this process
 
 
 def unpack_region(data: bytes) -> Region:

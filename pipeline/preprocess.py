@@ -92,7 +92,7 @@ def _prepare(
     res = settings.resolution
     # Without a memo hit the scene's work is split around the product's header check, keeping the order of checks
     # (cheap header and region checks of both images before the scene's pixels are decoded).
-    prepared = SCENES.lookup(scene_bytes, mask_bytes, box, settings)
+    prepared = PREPARE_SCENES.lookup(scene_bytes, mask_bytes, box, settings)
     if prepared is None:
         scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
         orientation = read_orientation(scene, what="scene")
@@ -114,7 +114,7 @@ def _prepare(
             scene_size=size,
             region=region.pack(),
         )
-        SCENES.store(scene_bytes, mask_bytes, box, settings, prepared)
+        PREPARE_SCENES.store(scene_bytes, mask_bytes, box, settings, prepared)
     mask_crop = prepared.mask_crop
 
     # Decode the product only as large as its two uses need (hint rectangle and reference), by JPEG draft.
@@ -188,7 +188,7 @@ class SceneMemo:
             self.hits = self.misses = 0
 
 
-SCENES = SceneMemo()
+PREPARE_SCENES = SceneMemo()  # the scene `prepare_pair` (stage `prepare_row`) prepared last in this process
 
 
 def _scene_crop(

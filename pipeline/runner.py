@@ -21,7 +21,7 @@ from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
 from pipeline.metadata_row import PAIR_KEY, ROW_SCHEMA, metadata_row
 from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES
-from pipeline.stages import Inference, postprocess, preprocess
+from pipeline.stages import Inference, composite_row, prepare_row
 from pipeline.storage import filesystem
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     # (Ray 2.60 has no named parameters for these; `ray_remote_args` is deprecated for removal in Ray 2.64.)
     ds = (
         ray.data.from_arrow(blocks)
-        .map(preprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
+        .map(prepare_row, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
         .map_batches(
             Inference,
             fn_constructor_kwargs={"cfg": cfg},
@@ -124,7 +124,7 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
             max_restarts=-1,
             max_task_retries=retries,
         )
-        .map(postprocess, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
+        .map(composite_row, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
     )
     # A block still failing after its retries is dropped, not the pass: `run` writes its pairs' `worker_lost` rows.
     # More than max_errored_blocks of them stop the pass (see `run`). The setting is this dataset's own context.

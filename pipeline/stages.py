@@ -65,7 +65,7 @@ def _fail(row: dict[str, Any], exc: BaseException, stage: str) -> None:
         row["error_message"] = f"{stage}: {type(exc).__name__}: {exc}"
 
 
-def preprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Fetch and decode the scene, its mask and the product; build the crop, mask, collage and reference."""
     started = time.perf_counter()
     settings = image_settings(cfg)
@@ -172,7 +172,7 @@ class Inference:
         return out
 
 
-def postprocess(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Paste the generated crop back into the full scene, encode, write; return the pair's metadata row."""
     started = time.perf_counter()
     settings = image_settings(cfg)

@@ -29,8 +29,8 @@ def _no_scene_from_an_earlier_test():
     """The CPU stages remember the last scene they decoded (per process): each test starts without one."""
     from pipeline import postprocess, preprocess
 
-    preprocess.SCENES.clear()
-    postprocess.SCENES.clear()
+    preprocess.PREPARE_SCENES.clear()
+    postprocess.COMPOSITE_SCENES.clear()
 
 
 @pytest.fixture(scope="session")

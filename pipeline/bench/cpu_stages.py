@@ -92,8 +92,8 @@ def _instrumented(totals: dict[str, float]) -> Iterator[None]:
 
 def forget_scenes() -> None:
     """Empty the stages' per-process scene caches, so that the next pair pays for its scene in full."""
-    pre.SCENES.clear()
-    post.SCENES.clear()
+    pre.PREPARE_SCENES.clear()
+    post.COMPOSITE_SCENES.clear()
 
 
 def run_pair(inputs: PairInputs, settings: ImageSettings, *, use_mask: bool, shared: bool = False) -> dict[str, float]:
@@ -130,7 +130,7 @@ def run_scene_shared(inputs: PairInputs, settings: ImageSettings, *, use_mask: b
 
 
 def _region_kwargs(prepared: Any, mask: bytes | None, box: tuple | None) -> dict[str, Any]:
-    """The region as `stages.postprocess` passes it: packed by `prepare_pair` (older code: the mask or box again)."""
+    """The region as `stages.composite_row` passes it: packed by `prepare_pair` (older code: the mask or box again)."""
     region = getattr(prepared, "region", None)
     return {"region": region} if region else {"mask_bytes": mask, "box": box}
 

@@ -21,7 +21,7 @@ RES = 64
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch):
     cache = SceneCache()
-    monkeypatch.setattr(postprocess, "SCENES", cache)
+    monkeypatch.setattr(postprocess, "COMPOSITE_SCENES", cache)
     return cache
 
 
@@ -30,9 +30,9 @@ def generated(seed: int) -> np.ndarray:
 
 
 def uncached(scene: bytes, crop: np.ndarray, window, box, settings) -> bytes:
-    postprocess.SCENES.clear()
+    postprocess.COMPOSITE_SCENES.clear()
     out, _ = composite_pair(scene, crop, window, box=box, settings=settings)
-    postprocess.SCENES.clear()
+    postprocess.COMPOSITE_SCENES.clear()
     return out
 
 

@@ -30,7 +30,7 @@ def assert_same(a, b) -> None:
 
 
 def fresh(scene, product, **kwargs):
-    preprocess.SCENES.clear()
+    preprocess.PREPARE_SCENES.clear()
     return prepare_pair(scene, product, **kwargs)
 
 
@@ -49,12 +49,12 @@ def test_pairs_of_one_scene_prepare_it_once_and_equal_fresh_preparations(scene, 
     mask[50:150, 40:120] = 255
     for region in ({"mask_bytes": None, "box": BOX}, {"mask_bytes": encode(Image.fromarray(mask)), "box": None}):
         expected = [fresh(scene, p, settings=SETTINGS, **region) for p in products]
-        preprocess.SCENES.clear()
-        preprocess.SCENES.hits = preprocess.SCENES.misses = 0
+        preprocess.PREPARE_SCENES.clear()
+        preprocess.PREPARE_SCENES.hits = preprocess.PREPARE_SCENES.misses = 0
         got = [prepare_pair(scene, p, settings=SETTINGS, **region) for p in products]
         for a, b in zip(got, expected, strict=True):
             assert_same(a, b)
-        assert (preprocess.SCENES.misses, preprocess.SCENES.hits) == (1, 2)
+        assert (preprocess.PREPARE_SCENES.misses, preprocess.PREPARE_SCENES.hits) == (1, 2)
         assert not np.array_equal(got[0].hint, got[1].hint)  # the product part is each pair's own
 
 
@@ -69,11 +69,11 @@ def test_any_difference_in_scene_region_or_settings_is_a_miss(scene, products):
     ]
     calls.append(calls[-1])  # the same again: the only hit
     expected = [fresh(data, products[0], mask_bytes=None, settings=st, **region) for data, region, st in calls]
-    preprocess.SCENES.clear()
-    preprocess.SCENES.hits = preprocess.SCENES.misses = 0
+    preprocess.PREPARE_SCENES.clear()
+    preprocess.PREPARE_SCENES.hits = preprocess.PREPARE_SCENES.misses = 0
     for (data, region, settings), want in zip(calls, expected, strict=True):
         assert_same(prepare_pair(data, products[0], mask_bytes=None, settings=settings, **region), want)
-    assert (preprocess.SCENES.misses, preprocess.SCENES.hits) == (5, 1)
+    assert (preprocess.PREPARE_SCENES.misses, preprocess.PREPARE_SCENES.hits) == (5, 1)
 
 
 def test_callers_get_their_own_arrays(scene, products):
@@ -82,15 +82,15 @@ def test_callers_get_their_own_arrays(scene, products):
     first.scene_crop[:] = 0
     first.mask_crop[:] = False
     second = prepare_pair(scene, products[1], mask_bytes=None, box=BOX, settings=SETTINGS)
-    assert preprocess.SCENES.hits == 1
+    assert preprocess.PREPARE_SCENES.hits == 1
     assert np.array_equal(second.scene_crop, expected) and second.mask_crop.any()
 
 
 def test_failures_are_not_remembered(scene, products):
     empty = encode(Image.new("L", (180, 260), 0))
-    preprocess.SCENES.hits = preprocess.SCENES.misses = 0
+    preprocess.PREPARE_SCENES.hits = preprocess.PREPARE_SCENES.misses = 0
     for product in products[:2]:
         with pytest.raises(PairError) as excinfo:
             prepare_pair(scene, product, mask_bytes=empty, box=None, settings=SETTINGS)
         assert excinfo.value.reason == MASK_EMPTY
-    assert (preprocess.SCENES.misses, preprocess.SCENES.hits) == (2, 0)
+    assert (preprocess.PREPARE_SCENES.misses, preprocess.PREPARE_SCENES.hits) == (2, 0)

@@ -44,4 +44,4 @@ def poisoned_preprocess(row: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """The CPU preprocess task, killed by POISON (e.g. a decoder that segfaults on one image)."""
     if (row["product_id"], row["scene_id"]) == POISON:
         _die()
-    return stages.preprocess(row, cfg)
+    return stages.prepare_row(row, cfg)

@@ -52,38 +52,38 @@ class _FailsOn:
 
 def test_model_failure_isolates_the_pair(setup):
     cfg, pairs = setup
-    rows = [stages.preprocess(dict(p), cfg) for p in pairs]
+    rows = [stages.prepare_row(dict(p), cfg) for p in pairs]
     inference = stages.Inference(cfg)
     inference.sampler = _FailsOn(int(rows[1]["seed"]))
-    out = [stages.postprocess(r, cfg) for r in _unbatch(inference(_batch(rows)))]
+    out = [stages.composite_row(r, cfg) for r in _unbatch(inference(_batch(rows)))]
     assert [(r["status"], r["error_reason"]) for r in out] == [
         ("ok", None), ("failed", "model_error"), ("ok", None), ("ok", None)]
     assert "generation failed: RuntimeError: CUDA error" in out[1]["error_message"]
 
     inference.sampler = _FailsOn(None)  # a model that fails on everything: every pair answered, none lost
-    out = [stages.postprocess(r, cfg) for r in _unbatch(inference(_batch(rows)))]
+    out = [stages.composite_row(r, cfg) for r in _unbatch(inference(_batch(rows)))]
     assert {(r["status"], r["error_reason"]) for r in out} == {("failed", "model_error")} and len(out) == 4
 
 
 def test_wrong_model_output_is_model_error(setup):
     cfg, pairs = setup
-    row = stages.preprocess(dict(pairs[0]), cfg)
+    row = stages.prepare_row(dict(pairs[0]), cfg)
     row.update(generated=np.zeros((64, 64), np.float32), model_id="noop", inference_s=0.0)
-    out = stages.postprocess(row, cfg)
+    out = stages.composite_row(row, cfg)
     assert (out["status"], out["error_reason"]) == ("failed", "model_error")
     assert "uint8 array (h, w, 3)" in out["error_message"]
 
 
 def test_storage_write_failure_is_write_error(setup, monkeypatch):
     cfg, pairs = setup
-    row = stages.preprocess(dict(pairs[0]), cfg)
+    row = stages.prepare_row(dict(pairs[0]), cfg)
     row.update(generated=row["scene_crop"], model_id="noop", inference_s=0.0)
 
     def denied(uri, data, s3=None):
         raise PermissionError(13, "Access Denied")
 
     monkeypatch.setattr(stages, "write_bytes", denied)
-    out = stages.postprocess(row, cfg)
+    out = stages.composite_row(row, cfg)
     assert (out["status"], out["error_reason"], out["output_uri"]) == ("failed", "write_error", None)
     assert out["error_message"].startswith(f"could not write {cfg.run_uri}/images/default/")
     assert "Access Denied" in out["error_message"]
@@ -96,7 +96,7 @@ def test_unexpected_bug_is_internal_error(setup, monkeypatch, caplog):
         raise KeyError("a bug in the pipeline")
 
     monkeypatch.setattr(stages, "parse_box", bug)
-    row = stages.preprocess(dict(pairs[0]), cfg)
+    row = stages.prepare_row(dict(pairs[0]), cfg)
     assert (row["status"], row["error_reason"]) == ("failed", "internal_error")
     assert row["error_message"] == "preprocess: KeyError: 'a bug in the pipeline'"
     assert "Traceback" in caplog.text  # the worker's log keeps the traceback for whoever fixes it

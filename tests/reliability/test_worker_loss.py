@@ -132,7 +132,7 @@ def test_poison_pair_killing_the_inference_actor(poison, sample, tmp_path):
 @pytest.mark.timeout(180)
 def test_poison_pair_killing_a_cpu_task(poison, sample, tmp_path):
     """The CPU map tasks are bounded the same way (Ray Data's default task max_retries is -1, forever too)."""
-    _run_with_poison(poison, sample, tmp_path, "preprocess", _poison.poisoned_preprocess)
+    _run_with_poison(poison, sample, tmp_path, "prepare_row", _poison.poisoned_preprocess)
 
 
 @pytest.mark.timeout(180)
