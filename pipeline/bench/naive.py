@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.model.dtc import DTC
 from pipeline.model.sampler import SampleBatch, SamplingParams, make_scheduler
@@ -42,13 +41,8 @@ class NaiveSampler:
         def pixels(array: np.ndarray) -> torch.Tensor:  # uint8 (R, R, 3) -> (1, 3, R, R) in [-1, 1]
             return (torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(device, dtype)
 
-        keep = torch.from_numpy(~batch.mask[i])[None, None].to(device, torch.float32)
-        masked_scene = pixels(batch.scene[i]) * keep.to(dtype)
-        posterior = vae.encode(masked_scene).latent_dist
-        masked_latent = vae.config.scaling_factor * (
-            posterior.mean + posterior.std * posterior_noise.to(device, dtype)
-        )
-        mask_latent = F.interpolate(keep, size=shape[2:]).to(dtype)
+        fill = torch.from_numpy(batch.mask[i].copy())[None, None]
+        masked_latent, fill_latent = dtc.encode_masked_scene(pixels(batch.scene[i]), fill, posterior_noise)
         hint_latent = dtc.encode_hint(pixels(batch.hint[i]))
         pixel_values = dtc.image_processor(
             images=[batch.reference[i]], return_tensors="pt", input_data_format="channels_last"
@@ -60,7 +54,7 @@ class NaiveSampler:
         scheduler.set_timesteps(params.steps, device="cpu")
         latents = noise.to(device, dtype) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            model_in = torch.cat([scheduler.scale_model_input(latents, t), masked_latent, mask_latent], dim=1)
+            model_in = dtc.unet_input(scheduler.scale_model_input(latents, t), masked_latent, fill_latent)
             eps_uncond = dtc(model_in, t, uncond, hint_latent)
             eps_cond = dtc(model_in, t, cond, hint_latent)
             eps = eps_uncond + params.guidance * (eps_cond - eps_uncond)

@@ -13,6 +13,8 @@ from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 
+from pipeline.provenance import random_provenance
+
 from .configs import IMAGENET_MEAN, IMAGENET_STD, SD15, DTCConfig
 from .dtc import DTC
 from .encoders import Dinov2ReferenceEncoder, ReferenceEncoder
@@ -66,6 +68,8 @@ def assemble(
     scheduler_config: dict[str, Any],
     model_id: str,
     default_resolution: int,
+    input_layout: str,
+    provenance: dict[str, Any],
     adapter_widths: tuple[int, int, int] = SD15.adapter_widths,
     seed: int = DEFAULT_SEED,
 ) -> DTC:
@@ -84,6 +88,8 @@ def assemble(
         scheduler_config=scheduler_config,
         model_id=model_id,
         default_resolution=default_resolution,
+        input_layout=input_layout,
+        provenance=provenance,
     )
 
 
@@ -104,6 +110,8 @@ def build_random(config: DTCConfig, device: torch.device, dtype: torch.dtype, se
         scheduler_config=config.scheduler,
         model_id=config.name,
         default_resolution=config.default_resolution,
+        input_layout=config.input_layout,
+        provenance=random_provenance(config.name, seed),
         adapter_widths=config.adapter_widths,
         seed=seed + 1,
     )

@@ -2,7 +2,9 @@
 
 A DTC checkpoint is a directory:
 
-    dtc.json                                   {"format_version": 1, "model_type": "diffuse-to-choose", ...}
+    dtc.json                                   {"format_version": 1, "model_type": "diffuse-to-choose",
+                                                "input_layout": "paint_by_example" | "sd_inpaint",
+                                                "provenance": {...} (pipeline/provenance.py), ...}
     unet/config.json                           diffusers UNet2DConditionModel (diffusers can open this folder)
     unet/diffusion_pytorch_model.safetensors
     vae/config.json                            diffusers AutoencoderKL (likewise)
@@ -14,8 +16,11 @@ A DTC checkpoint is a directory:
     image_processor/preprocessor_config.json   transformers image processor for the reference image
     scheduler/scheduler_config.json            the training noise schedule
 
-`dtc.json` is written last, so a directory without it is an incomplete write, never a checkpoint. Weights are only
-ever read with safetensors: pickle formats are refused, never loaded.
+`dtc.json` is written last, so a directory without it is an incomplete write, never a checkpoint. A dtc.json without
+`input_layout` is Paint-by-Example's order, and one without `provenance` is untrained: both were true of every
+checkpoint written before they were recorded. Weights are only ever read with safetensors: pickle formats are refused,
+never loaded. A component folder holding only an fp16 variant (`<name>.fp16.safetensors`, as public checkpoints'
+fp16 downloads are) loads like the plain one, cast to the requested dtype.
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ from transformers import BitImageProcessorPil, CLIPImageProcessorPil, CLIPVision
 from transformers.image_processing_utils import BaseImageProcessor
 
 from pipeline.model_sources import PICKLE_SUFFIXES
+from pipeline.provenance import (
+    INDEX_FILE,
+    check_provenance,
+    paint_by_example_provenance,
+    sd_inpaint_provenance,
+    unrecorded_provenance,
+)
 
 from .build import DEFAULT_SEED, assemble, cast, dinov2_image_processor, seeded
 from .configs import SD15, SD_SCHEDULER_CONFIG
@@ -44,12 +56,15 @@ from .dtc import DTC
 from .encoders import Dinov2ReferenceEncoder, PaintByExampleReferenceEncoder, reference_encoder_from_config
 from .errors import CheckpointError
 from .hint import HintBranch
+from .unet_inputs import PAINT_BY_EXAMPLE, SD_INPAINT, UNRECORDED_LAYOUT, check_input_layout
 
 FORMAT_VERSION = 1
 MODEL_TYPE = "diffuse-to-choose"
-INDEX_FILE = "dtc.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 TRANSFORMERS_WEIGHTS = "model"
+# Weight variants read when a folder has no plain `<name>.safetensors`, in this order (diffusers' and transformers'
+# `variant=` names: `<name>.fp16.safetensors`, shards indexed by `<name>.safetensors.index.fp16.json`).
+WEIGHT_VARIANTS = ("fp16", "bf16")
 
 # Image processors by the type name a preprocessor_config.json records. Always the PIL backend: it needs no
 # torchvision and gives the same pixels on every machine (transformers falls back to it without torchvision anyway).
@@ -88,12 +103,13 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def weight_files(folder: Path, stem: str) -> list[Path]:
-    """The safetensors file(s) of a component folder: `<stem>.safetensors` or shards listed in its index."""
-    single = folder / f"{stem}.safetensors"
+def _variant_files(folder: Path, stem: str, variant: str | None) -> list[Path]:
+    """The safetensors file(s) of one variant (None: the plain one), or [] if the folder has none of it."""
+    tag = f".{variant}" if variant else ""
+    single = folder / f"{stem}{tag}.safetensors"
     if single.is_file():
         return [single]
-    index = folder / f"{stem}.safetensors.index.json"
+    index = folder / f"{stem}.safetensors.index{tag}.json"
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
@@ -103,6 +119,26 @@ def weight_files(folder: Path, stem: str) -> list[Path]:
             if not shard.is_file():
                 raise CheckpointError(f"missing file {shard} (listed in {index})")
         return shards
+    return []
+
+
+def weight_variant(folder: Path, stem: str) -> str | None:
+    """The variant a component folder's weights are stored as: None for `<stem>.safetensors` (or its shards), else
+    the first of WEIGHT_VARIANTS present; the plain files win when both exist."""
+    for variant in (None, *WEIGHT_VARIANTS):
+        if _variant_files(folder, stem, variant):
+            return variant
+    return None
+
+
+def weight_files(folder: Path, stem: str) -> list[Path]:
+    """The safetensors file(s) of a component folder: `<stem>.safetensors`, shards listed in its index, or the same
+    for a variant (`<stem>.fp16.safetensors`, ...) when there are no plain ones."""
+    for variant in (None, *WEIGHT_VARIANTS):
+        files = _variant_files(folder, stem, variant)
+        if files:
+            return files
+    single = folder / f"{stem}.safetensors"
     pickles = sorted(p for p in folder.iterdir() if is_pickle_file(p)) if folder.is_dir() else []
     if pickles:
         raise refuse_pickle(pickles[0])
@@ -210,7 +246,12 @@ def external_diffusers_model(cls: type, folder: Path, *, device: torch.device, d
     check_safetensors(weight_files(folder, DIFFUSERS_WEIGHTS))
     # low_cpu_mem_usage needs `accelerate`, which we do not depend on; saying so explicitly keeps the logs quiet.
     model, info = cls.from_pretrained(
-        str(folder), use_safetensors=True, torch_dtype=dtype, output_loading_info=True, low_cpu_mem_usage=False
+        str(folder),
+        use_safetensors=True,
+        variant=weight_variant(folder, DIFFUSERS_WEIGHTS),
+        torch_dtype=dtype,
+        output_loading_info=True,
+        low_cpu_mem_usage=False,
     )
     _check_loading_info(info, folder)
     return cast(model, device=device, dtype=dtype)
@@ -232,7 +273,12 @@ def external_transformers_model(
             return cast(factory(config), dtype=dtype)
     check_safetensors(weight_files(folder, TRANSFORMERS_WEIGHTS))
     model, info = loader(
-        str(folder), use_safetensors=True, local_files_only=True, dtype=dtype, output_loading_info=True
+        str(folder),
+        use_safetensors=True,
+        variant=weight_variant(folder, TRANSFORMERS_WEIGHTS),
+        local_files_only=True,
+        dtype=dtype,
+        output_loading_info=True,
     )
     _check_loading_info(info, folder)
     return cast(model, device=device, dtype=dtype)
@@ -274,6 +320,11 @@ def load_checkpoint(root: Path, *, device: torch.device, dtype: torch.dtype, mod
         device=device,
         dtype=dtype,
     )
+    try:
+        input_layout = check_input_layout(index.get("input_layout", UNRECORDED_LAYOUT), str(root / INDEX_FILE))
+        provenance = check_provenance(index.get("provenance", unrecorded_provenance()), str(root / INDEX_FILE))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     return DTC(
         unet=unet,
         vae=vae,
@@ -283,6 +334,8 @@ def load_checkpoint(root: Path, *, device: torch.device, dtype: torch.dtype, mod
         scheduler_config=_scheduler_config(root / "scheduler"),
         model_id=model_id,
         default_resolution=int(index.get("default_resolution", unet.config.sample_size * _vae_scale(vae))),
+        input_layout=input_layout,
+        provenance=provenance,
     )
 
 
@@ -329,6 +382,8 @@ def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
             "image_encoder_type": dtc.image_encoder.kind,
             "dtype": str(dtc.dtype).removeprefix("torch."),
             "base_model_id": dtc.model_id,
+            "input_layout": dtc.input_layout,
+            "provenance": check_provenance(dtc.provenance, "dtc.provenance"),
             "components": ["unet", "vae", "image_encoder", "hint", "image_processor", "scheduler"],
         }
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
@@ -350,7 +405,8 @@ def build_from_paint_by_example(
     """A DTC from a diffusers Paint-by-Example pipeline directory (`save_pretrained(..., safe_serialization=True)`).
 
     The UNet, VAE, CLIP image encoder (with its mapper and uncond vector), feature extractor and scheduler are PBE's;
-    the hint branch is new with zero FiLM, so the DTC produces exactly PBE's images.
+    the hint branch is new with zero FiLM, so the DTC produces exactly PBE's images. `model_id` is the source as the
+    caller named it, recorded in the provenance.
     """
     index = read_json(root / "model_index.json")
     if index.get("_class_name") != "PaintByExamplePipeline":
@@ -375,6 +431,8 @@ def build_from_paint_by_example(
         scheduler_config=_scheduler_config(root / "scheduler"),
         model_id=model_id,
         default_resolution=int(unet.config.sample_size) * _vae_scale(vae),
+        input_layout=PAINT_BY_EXAMPLE,
+        provenance=paint_by_example_provenance(model_id),
         seed=seed,
     )
 
@@ -391,6 +449,7 @@ def build_from_sd_inpaint(
 ) -> DTC:
     """The paper's start: an SD-inpainting pipeline directory (its `unet/`, `vae/`, `scheduler/`) + a DINOv2 model
     directory (`config.json`, `model.safetensors`). The projection is new (seeded), the uncond vector zero, FiLM zero.
+    The UNet keeps SD-inpainting's input layout (`[noisy, fill-mask, masked latent]`), recorded in the checkpoint.
     """
     for sub in ("unet", "vae"):
         if not (sd_root / sub).is_dir():
@@ -419,6 +478,8 @@ def build_from_sd_inpaint(
         scheduler_config=_scheduler_config(sd_root / "scheduler"),
         model_id=model_id,
         default_resolution=int(unet.config.sample_size) * _vae_scale(vae),
+        input_layout=SD_INPAINT,
+        provenance=sd_inpaint_provenance(str(sd_root), str(dinov2_root)),
         adapter_widths=SD15.adapter_widths,
         seed=seed,
     )

@@ -11,6 +11,8 @@ from typing import Any
 
 from pipeline.model_sources import SD15_MODEL, TINY_MODEL
 
+from .unet_inputs import PAINT_BY_EXAMPLE
+
 # Stable Diffusion 1.x noise schedule (scaled_linear betas, "leading" spacing, steps_offset 1), as shipped with SD 1.5
 # inpainting and Paint-by-Example; the sampler derives DDIM / DPM-Solver++ / Euler from it.
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -25,6 +27,17 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
     "prediction_type": "epsilon",
     "timestep_spacing": "leading",
 }
+
+
+def complete_scheduler_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with `clip_sample` made explicit, False unless the config says otherwise.
+
+    DDIMScheduler and DDPMScheduler default to clip_sample=True, but SD's schedule never clips; a config saved by a
+    scheduler without that option (SD-inpainting and Paint-by-Example ship PNDMScheduler's) lacks the key, and DDIM
+    built from it would clip every predicted x0 to [-1, 1].
+    """
+    return {"clip_sample": False, **config}
+
 
 # DINOv2's training normalisation (ImageNet statistics).
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -45,6 +58,9 @@ class DTCConfig:
     # the CPU so its weights (and so its images) are the same on every machine.
     init_on_target_device: bool
     scheduler: dict[str, Any] = field(default_factory=lambda: dict(SD_SCHEDULER_CONFIG))
+    # A random UNet learns whichever order it is trained on; Paint-by-Example's keeps the named models' images as
+    # they always were.
+    input_layout: str = PAINT_BY_EXAMPLE
 
     @property
     def reference_size(self) -> int:

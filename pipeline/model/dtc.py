@@ -10,17 +10,22 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 from transformers.image_processing_utils import BaseImageProcessor
 
+from pipeline.provenance import check_provenance
+
 from . import unet as unet_fwd
+from .configs import complete_scheduler_config
 from .encoders import ReferenceEncoder
 from .errors import CheckpointError
 from .hint import HintBranch
+from .unet_inputs import add_to_masked_latent, build_unet_input, check_input_layout, encode_masked_scene
 
 
 class DTC(nn.Module):
     """Holds every component on one device and dtype; `forward` predicts the noise for a 9-channel latent input.
 
-    Inputs follow Paint-by-Example: channels 0..3 noisy latent, 4..7 latent of the masked scene, 8 the mask with the
-    region to fill at 0.
+    The 9 channels are in the checkpoint's `input_layout` ("paint_by_example" or "sd_inpaint", see `unet_inputs`):
+    build them with `unet_input`, never by hand. `provenance` says where the weights came from and which parts were
+    trained (`pipeline.provenance`); `save_checkpoint` writes both to dtc.json.
     """
 
     def __init__(
@@ -34,9 +39,16 @@ class DTC(nn.Module):
         scheduler_config: dict[str, Any],
         model_id: str,
         default_resolution: int,
+        input_layout: str,
+        provenance: dict[str, Any],
     ) -> None:
         super().__init__()
         unet_fwd.check_unet_config(unet.config, "unet")
+        try:
+            input_layout = check_input_layout(input_layout, "dtc")
+            provenance = check_provenance(provenance, "dtc")
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
         latent = int(vae.config.latent_channels)
         if unet.config.in_channels != 2 * latent + 1 or unet.config.out_channels != latent:
             raise CheckpointError(
@@ -53,9 +65,11 @@ class DTC(nn.Module):
         self.image_encoder = image_encoder
         self.hint = hint
         self.image_processor = image_processor
-        self.scheduler_config = dict(scheduler_config)
+        self.scheduler_config = complete_scheduler_config(scheduler_config)
         self.model_id = model_id
         self.default_resolution = int(default_resolution)
+        self.input_layout = input_layout
+        self.provenance = provenance
         self.use_sdpa()
 
     @property
@@ -82,6 +96,22 @@ class DTC(nn.Module):
                 if hasattr(sub, "set_processor") and hasattr(sub, "processor"):
                     sub.set_processor(AttnProcessor2_0())
 
+    def unet_input(self, noisy: torch.Tensor, masked_latent: torch.Tensor, fill_mask: torch.Tensor) -> torch.Tensor:
+        """The (B, 2C+1, h, w) input `forward` takes, in this checkpoint's layout.
+
+        noisy: (B, C, h, w) noisy latent, scaled by the scheduler; masked_latent: (B, C, h, w) from
+        `encode_masked_scene`; fill_mask: (B, 1, h, w) at latent size, 1 = region to fill, 0 = keep.
+        """
+        return build_unet_input(self.input_layout, noisy, masked_latent, fill_mask)
+
+    def encode_masked_scene(
+        self, scene: torch.Tensor, fill_mask: torch.Tensor, posterior_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked-scene latent, fill-mask at latent size) from the scene (B, 3, H, W) in [-1, 1] and its pixel
+        fill-mask (B, 1, H, W), True = region to fill; `posterior_noise` (B, C, H/f, W/f) draws the VAE posterior
+        sample. The sampler and the trainer share this (see `unet_inputs.encode_masked_scene`)."""
+        return encode_masked_scene(self.vae, scene, fill_mask, posterior_noise)
+
     def encode_hint(self, collage: torch.Tensor) -> torch.Tensor:
         """Adapter output for collage pixels in [-1, 1]: constant over the denoising loop, so computed once."""
         return self.hint.adapter(collage)
@@ -95,12 +125,12 @@ class DTC(nn.Module):
     ) -> torch.Tensor:
         """Main encoder, hint encoder, FiLM, main decoder.
 
-        sample: (B, 9, h, w); timestep: scalar or (B,); encoder_hidden_states: (B, N, D) reference tokens;
-        hint_latent: (B, 4, h, w) from `encode_hint`. Returns the predicted noise (B, 4, h, w).
+        sample: (B, 9, h, w) from `unet_input`; timestep: scalar or (B,); encoder_hidden_states: (B, N, D) reference
+        tokens; hint_latent: (B, 4, h, w) from `encode_hint`. Returns the predicted noise (B, 4, h, w). The hint
+        encoder sees the same input with `hint_latent` added to the masked-scene latent, wherever the layout puts it.
         """
-        c = self.latent_channels
         skips, mid, emb = unet_fwd.encode(self.unet, sample, timestep, encoder_hidden_states)
-        hint_sample = torch.cat([sample[:, :c], sample[:, c : 2 * c] + hint_latent, sample[:, 2 * c :]], dim=1)
+        hint_sample = add_to_masked_latent(self.input_layout, sample, hint_latent)
         hint_skips, hint_mid, _ = unet_fwd.encode(self.hint.encoder, hint_sample, timestep, encoder_hidden_states)
         skips, mid = self.hint.modulate(skips, mid, hint_skips, hint_mid)
         return unet_fwd.decode(self.unet, skips, mid, emb, encoder_hidden_states, tuple(sample.shape[-2:]))

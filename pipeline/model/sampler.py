@@ -1,8 +1,10 @@
-"""Batched DTC sampling: preprocessing as Paint-by-Example does it, one guided forward per step, per-sample seeds.
+"""Batched DTC sampling: preprocessing as the diffusers inpainting pipelines do it, one guided forward per step,
+per-sample seeds. The UNet's input follows the checkpoint's layout (`unet_inputs`), so a Paint-by-Example checkpoint
+reproduces `PaintByExamplePipeline` and an SD-inpainting one `StableDiffusionInpaintPipeline`.
 
 Speed by construction (the baseline to beat is a naive fp32, batch-1, two-forwards-per-step loop):
 - classifier-free guidance runs the conditional and unconditional halves as one stacked batch;
-- the VAE decodes the whole batch at once (it encodes one image at a time, see `_encode_masked_scene`); everything
+- the VAE decodes the whole batch at once (it encodes one image at a time, see `encode_masked_scene`); everything
   constant over the loop (masked-scene latents, mask, hint adapter output, reference tokens) is computed once;
 - the loop never waits on the GPU: scheduler arithmetic stays on host scalars, the timesteps the model needs are
   moved to the device once, and nothing is read back until the final images (one synchronisation per batch);
@@ -27,12 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
 from .dtc import DTC
+from .unet_inputs import unit_range
 
 # All three are deterministic given the initial noise (DDIM with eta=0, DPM-Solver++ without its SDE variant, Euler
 # without churn), so the per-sample seed fully determines an image and no noise is drawn inside the loop.
@@ -110,11 +112,6 @@ def _to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1], the same arithmetic as PBE's preprocessing."""
-    return images.permute(0, 3, 1, 2).to(dtype=torch.float32) / 127.5 - 1.0
-
-
 class DTCSampler:
     """Generates inpainted crops for a `SampleBatch` of any size with one DTC and fixed `SamplingParams`.
 
@@ -156,29 +153,14 @@ class DTCSampler:
         return self._sample(batch).permute(0, 2, 3, 1).float().cpu().numpy()
 
     def _noise(self, seeds: np.ndarray, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample, from its own generator: initial latent noise, then the VAE posterior's noise (PBE's order)."""
+        """Per sample, from its own generator: initial latent noise, then the VAE posterior's noise (the order of both
+        diffusers pipelines at full strength)."""
         noise, posterior = [], []
         for seed in seeds.tolist():
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
             noise.append(torch.randn((1, *shape), generator=gen, dtype=torch.float32))
             posterior.append(torch.randn((1, *shape), generator=gen, dtype=torch.float32))
         return torch.cat(noise), torch.cat(posterior)
-
-    def _encode_masked_scene(self, masked_scene: torch.Tensor, posterior_noise: torch.Tensor) -> torch.Tensor:
-        """Scaled latents of the masked scenes, a posterior sample each (mean + std * that sample's own noise).
-
-        One image per VAE call, as PBE does with per-sample generators. Batched convolutions round differently from
-        single-image ones at the last bit, and a guided sampler amplifies such differences, so this is what makes a
-        PBE checkpoint reproduce diffusers' images and a sample's masked-scene latent independent of its batch. The
-        cost is small: at 512 px the encoder runs once per image against 2 x 40 UNet passes, and its single-image
-        convolutions are already large enough to fill a GPU.
-        """
-        vae = self.dtc.vae
-        latents = []
-        for i in range(masked_scene.shape[0]):
-            posterior = vae.encode(masked_scene[i : i + 1]).latent_dist
-            latents.append(posterior.mean + posterior.std * posterior_noise[i : i + 1])
-        return vae.config.scaling_factor * torch.cat(latents)
 
     @torch.inference_mode()
     def _sample(self, batch: SampleBatch) -> torch.Tensor:
@@ -191,31 +173,25 @@ class DTCSampler:
         latent_shape = (c, height // f, width // f)
         noise, posterior_noise = self._noise(np.asarray(batch.seeds), latent_shape)
 
-        # Scene and mask exactly as PBE prepares them: [-1, 1] pixels, keep-mask 1 outside the region (PBE's
-        # inverted convention), masked pixels set to 0, the mask resized to the latent grid by nearest neighbour.
-        scene = _to_unit_range(_to_device(batch.scene, device))
-        keep = (~_to_device(batch.mask, device))[:, None].to(torch.float32)
-        masked_scene = scene * keep
-        mask_latent = F.interpolate(keep, size=latent_shape[1:]).to(dtype)
-        masked_latent = self._encode_masked_scene(
-            masked_scene.to(dtype), _to_device(posterior_noise, device).to(dtype)
-        )
+        scene = unit_range(_to_device(batch.scene, device))
+        fill = _to_device(batch.mask, device)[:, None]
+        masked_latent, fill_latent = dtc.encode_masked_scene(scene, fill, _to_device(posterior_noise, device))
 
-        collage = _to_unit_range(_to_device(batch.hint, device)).to(dtype)
+        collage = unit_range(_to_device(batch.hint, device)).to(dtype)
         hint_latent = dtc.encode_hint(collage)
 
         pixel_values = dtc.image_processor(
             images=list(batch.reference), return_tensors="pt", input_data_format="channels_last"
         ).pixel_values
         cond = dtc.image_encoder(_to_device(pixel_values, device).to(dtype))
-        static = torch.cat([masked_latent, mask_latent], dim=1)
         if self.do_guidance:
             # Guidance drops the reference only: the unconditional half keeps the scene, the mask and the hint. The
             # hint is spatial evidence like the masked scene (which inpainting guidance never drops), and keeping it
             # in both halves means guidance amplifies the product identity from the reference, not the crude
             # collage's pixels. With a zero hint branch this is exactly PBE's guidance.
             tokens = torch.cat([dtc.image_encoder.unconditional(cond), cond])
-            static = torch.cat([static, static])
+            masked_latent = torch.cat([masked_latent, masked_latent])
+            fill_latent = torch.cat([fill_latent, fill_latent])
             hint_latent = torch.cat([hint_latent, hint_latent])
         else:
             tokens = cond
@@ -227,8 +203,7 @@ class DTCSampler:
         latents = _to_device(noise, device).to(dtype) * scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
             model_in = torch.cat([latents, latents]) if self.do_guidance else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            model_in = torch.cat([model_in, static], dim=1)
+            model_in = dtc.unet_input(scheduler.scale_model_input(model_in, t), masked_latent, fill_latent)
             noise_pred = self._denoise(model_in, model_timesteps[i], tokens, hint_latent)
             if self.do_guidance:
                 noise_uncond, noise_cond = noise_pred.chunk(2)
