@@ -1,1 +1,1 @@
-"""Entry points that `ray job submit ... -- python -m jobs.<name>` runs."""
+"""The tryall jobs: `tryall <job>`, or `python -m jobs.<job>` (what `ray job submit` runs); listed in jobs.registry."""

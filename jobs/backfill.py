@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from jobs.cli import parser, print_summary, run_job, with_job_defaults
+from jobs.cli import job_main, print_summary, with_job_defaults
 from pipeline.config import RunConfig
 from pipeline.runner import run
 
@@ -29,10 +29,7 @@ def backfill(cfg: RunConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.strip().splitlines()[0]).parse_args(argv)
-    return run_job(args, backfill)
-
+main = job_main("backfill", RunConfig, backfill)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,8 @@
 """Benchmarks side by side: `python -m jobs.bench` (or `make bench`) writes one JSON report and prints a table.
 
-    python -m jobs.bench                                  # every part, report under benchmarks/results/
-    python -m jobs.bench --parts model,cpu_stages --out /tmp/r.json
-    python -m jobs.bench --quick                          # test-sized (seconds, figures meaningless)
+    tryall bench                                  # every part, report under benchmarks/results/
+    tryall bench --parts model,cpu_stages --out /tmp/r.json
+    tryall bench --quick                          # test-sized (seconds, figures meaningless)
 
 Parts: `model` (naive reference vs our fast path, then other batch sizes and DPM-Solver++), `pipeline` (the whole
 Ray pipeline against the model alone: efficiency, and the framework's overhead with the noop model), `cpu_stages`
@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.registry import default_prog
+
 PARTS = ("model", "pipeline", "cpu_stages", "memory")
 
 
@@ -31,8 +33,9 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or default_prog("bench"), description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--out", help="report path (default benchmarks/results/<cpu|gpu>-<date>.json)")
     p.add_argument("--quick", action="store_true", help="test-sized runs: checks the bench works, figures meaningless")
@@ -58,8 +61,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parser(prog).parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

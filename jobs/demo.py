@@ -1,7 +1,7 @@
 """The embedded default: a generated sample set through the whole pipeline, on a local Ray, with the tiny model.
 
-    python -m jobs.demo                                  # writes under ./demo_output
-    python -m jobs.demo --output-uri s3://bucket/demo    # with TRYALL_S3__ENDPOINT_URL etc. for a local S3
+    tryall demo                                  # writes under ./demo_output (or: python -m jobs.demo)
+    tryall demo --output-uri s3://bucket/demo    # with TRYALL_S3__ENDPOINT_URL etc. for a local S3
 
 The tiny model has random weights: the filled region shows noise-like texture, not the product, until
 `model.source` names a trained checkpoint (see README).
@@ -14,15 +14,16 @@ import time
 
 import ray
 
-from jobs.cli import parser, print_summary, run_job
+from jobs.cli import job_parser, print_summary, run_job
+from jobs.registry import JOBS, default_prog
 from pipeline.config import RunConfig
 from pipeline.runner import run
 from pipeline.samples import write_sample_set
 from pipeline.storage import join
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser("Run the whole pipeline locally on a generated sample catalogue and scene set.")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = job_parser(RunConfig, JOBS["demo"].description, prog or default_prog("demo"))
     p.add_argument("--output-uri", default="demo_output", help="where inputs and the run go (local path or s3://)")
     p.add_argument("--products", type=int, default=6)
     p.add_argument("--scenes", type=int, default=4)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlook at the composited images under {result.run_uri}/images/default/")
         return 0
 
-    return run_job(args, demo)
+    return run_job(args, RunConfig, demo)
 
 
 if __name__ == "__main__":

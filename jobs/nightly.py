@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs.cli import parser, print_summary, run_job, with_job_defaults
+from jobs.cli import job_main, print_summary, with_job_defaults
 from pipeline.config import RunConfig
 from pipeline.runner import run
 
@@ -27,10 +27,7 @@ def nightly(cfg: RunConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.strip().splitlines()[0]).parse_args(argv)
-    return run_job(args, nightly)
-
+main = job_main("nightly", RunConfig, nightly)
 
 if __name__ == "__main__":
     sys.exit(main())

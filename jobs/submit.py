@@ -1,7 +1,10 @@
 """Submit a tryall job to a Ray cluster, with a submission id that derives from the run id.
 
-    python -m jobs.submit nightly --config configs/nightly.yaml --set run_id=2026-11-25 \\
+    tryall submit nightly --config configs/nightly.yaml --set run_id=2026-11-25 \\
         [--address http://127.0.0.1:8265] [--runtime-env infra/runtime_env.yaml] [--wait]
+
+(`python -m jobs.submit ...` is the same command.) Any job of jobs.JOBS with settings can be submitted; its
+settings model validates the configuration here.
 
 The submission id is `<job>-<run_id>` (for example `nightly-2026-11-25`), so submitting the same run twice is
 refused by the cluster (exit status 2): two drivers never write the same run folder. To continue a run after its job
@@ -33,9 +36,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import ENV_PREFIX, MODEL_CACHE_ENV, ConfigError, RunConfig, load_config
+from jobs.cli import settings_of
+from jobs.registry import JOBS, default_prog
+from pipeline.config import MODEL_CACHE_ENV
+from pipeline.settings import ENV_PREFIX, ConfigError, JobSettings, load_settings
 
-JOBS = ("nightly", "backfill", "ab")
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_RUNTIME_ENV = "infra/runtime_env.yaml"
 
@@ -48,21 +53,16 @@ def submission_id(job: str, run_id: str, attempt: int = 1) -> str:
     return f"{job}-{run_id}" if attempt == 1 else f"{job}-{run_id}-{attempt}"
 
 
-def load_local_config(path: str | None, overrides: list[str]) -> RunConfig:
-    """The configuration as the job will see it: file and --set only (this shell's TRYALL_* settings are ignored)."""
-    ignored = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k != MODEL_CACHE_ENV)
-    for name in ignored:
+def load_local_config(job: str, path: str | None, overrides: list[str]) -> JobSettings:
+    """The job's settings as it will see them: file and --set only (this shell's TRYALL_* settings are ignored)."""
+    for name in sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k != MODEL_CACHE_ENV):
         print(f"warning: {name} is set here but does not reach the job; use --set instead", file=sys.stderr)
-    saved = {k: os.environ.pop(k) for k in ignored}
-    try:
-        return load_config(path, overrides)
-    finally:
-        os.environ.update(saved)
+    return load_settings(settings_of(job), path, overrides, environment=False)
 
 
 def entrypoint(job: str, config: str | None, overrides: list[str], working_dir: Path) -> str:
     """`python -m jobs.<job> --config <path relative to the working dir> --set ...`, shell-quoted."""
-    args = ["python", "-m", f"jobs.{job}"]
+    args = ["python", "-m", JOBS[job].module]
     if config and "://" in str(working_dir):  # a remote package: the path is the user's to get right
         args += ["--config", config]
     elif config:
@@ -125,13 +125,14 @@ def _refuse_if_earlier_attempt_active(client: Any, job: str, run_id: str, attemp
             )
 
 
-def submit(job: str, cfg: RunConfig, command: str, runtime_env: dict[str, Any], address: str, attempt: int) -> str:
+def submit(job: str, cfg: JobSettings, command: str, runtime_env: dict[str, Any], address: str, attempt: int) -> str:
     client = _client(address)
     sid = submission_id(job, cfg.run_id, attempt)
     if attempt > 1:
         _refuse_if_earlier_attempt_active(client, job, cfg.run_id, attempt)
-    metadata = {"tryall_job": job, "run_id": cfg.run_id, "attempt": str(attempt), "run_uri": cfg.run_uri,
-                "git_commit": git_commit()}
+    metadata = {"tryall_job": job, "run_id": cfg.run_id, "attempt": str(attempt), "git_commit": git_commit()}
+    if cfg.run_uri:
+        metadata["run_uri"] = cfg.run_uri
     try:
         return client.submit_job(entrypoint=command, submission_id=sid, runtime_env=runtime_env, metadata=metadata)
     except RuntimeError as exc:
@@ -157,10 +158,11 @@ def wait(address: str, sid: str) -> int:
     return 0 if str(info.status) == "SUCCEEDED" else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("job", choices=JOBS)
-    p.add_argument("--config", help="the run's YAML/JSON config, inside the working directory")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog or default_prog("submit"), description=JOBS["submit"].description)
+    p.add_argument("job", choices=[name for name, entry in JOBS.items() if entry.submittable],
+                   help="the job to run on the cluster")
+    p.add_argument("--config", help="the job's YAML/JSON settings file, inside the working directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting (repeatable)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS,
                    help=f"the Ray job server (dashboard) URL; default $RAY_ADDRESS or {DEFAULT_ADDRESS}")
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.attempt < 1:
             raise SubmitError("--attempt must be 1 or more")
-        cfg = load_local_config(args.config, args.set)
+        cfg = load_local_config(args.job, args.config, args.set)
         runtime_env = read_runtime_env(args.runtime_env)
         working_dir = Path(str(runtime_env.get("working_dir", ".")))
         command = entrypoint(args.job, args.config, args.set, working_dir)
@@ -184,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"submitted {sid}: {command}")
     print(f"  follow:  ray job logs --address {args.address} --follow {sid}")
     print(f"  status:  ray job status --address {args.address} {sid}")
-    print(f"  outputs: {cfg.run_uri}/ (summary.json appears when the run has finished)")
+    if cfg.run_uri:
+        print(f"  outputs: {cfg.run_uri}/ (summary.json appears when the run has finished)")
     return wait(args.address, sid) if args.wait else 0
 
 

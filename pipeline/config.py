@@ -1,4 +1,4 @@
-"""One run's configuration: a YAML or JSON file, `TRYALL_*` environment variables, command-line overrides.
+"""The inference jobs' settings (nightly, backfill, ab, demo): one `RunConfig`, loaded by pipeline.settings.
 
 Precedence, highest first: command-line `--set a.b=value`, environment (`TRYALL_SAMPLING__STEPS=20`), the file,
 the defaults. Credentials are not configuration: S3 access comes from the standard AWS chain only.
@@ -6,44 +6,31 @@ the defaults. Credentials are not configuration: S3 access comes from the standa
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import JobError
 from pipeline.model_sources import MODEL_CACHE_ENV
+from pipeline.settings import ConfigError, Dtype, JobSettings, Section, load_settings
 
-ENV_PREFIX = "TRYALL_"
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
-
-
-class ConfigError(JobError):
-    """The configuration is invalid; the message names each field and the reason."""
+__all__ = ["MODEL_CACHE_ENV", "ConfigError", "RunConfig", "load_config"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PairingConfig(_Section):
-    # `pairs`: an explicit pairs manifest (pairs_uri); `same_category`: k scenes of the product's category per
-    # product, chosen by a stable hash; `all`: every product with every scene (small sets, A/B runs).
-    strategy: Literal["pairs", "same_category", "all"] = "same_category"
-    scenes_per_product: int = Field(1, ge=1, le=1000)
+class PairingConfig(Section):
+    strategy: Literal["pairs", "same_category", "all"] = Field(
+        "same_category", description="pairs: the pairs manifest (pairs_uri); same_category: scenes_per_product "
+        "scenes of the product's category, chosen by a stable hash; all: every product with every scene"
+    )
+    scenes_per_product: int = Field(1, ge=1, le=1000, description="scenes per product (same_category)")
     salt: str = Field("", description="changes which scenes the stable hash picks, without changing anything else")
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     source: str = Field("tiny", description="a named configuration (tiny, sd15), a local path or an s3:// URI")
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    dtype: Dtype = Field("auto", description="model precision; auto: fp16 on a GPU, fp32 on CPU")
     cache_dir: str | None = Field(
         default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
         description="node-local model cache (weights are fetched once per node); default from TRYALL_MODEL_CACHE_DIR",
@@ -52,10 +39,10 @@ class ModelConfig(_Section):
     channels_last: bool = Field(False, description="channels-last memory format for the convolutional modules")
 
 
-class SamplingConfig(_Section):
-    scheduler: Literal["ddim", "dpmpp", "euler"] = "ddim"
-    steps: int = Field(40, ge=1, le=1000)
-    guidance: float = Field(5.0, ge=0.0, le=50.0)
+class SamplingConfig(Section):
+    scheduler: Literal["ddim", "dpmpp", "euler"] = Field("ddim", description="the sampler (dpmpp: DPM-Solver++)")
+    steps: int = Field(40, ge=1, le=1000, description="denoising steps per image (the paper: 40 DDIM steps)")
+    guidance: float = Field(5.0, ge=0.0, le=50.0, description="classifier-free guidance scale (the paper: 5)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
     resolution: int = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
 
@@ -67,15 +54,18 @@ class SamplingConfig(_Section):
         return value
 
 
-class OutputConfig(_Section):
-    format: Literal["jpeg", "png", "webp"] = "jpeg"
+class OutputConfig(Section):
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="encoding of the composited images")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
 
 
-class ImageConfig(_Section):
+class ImageConfig(Section):
     max_pixels: int = Field(50_000_000, ge=1, description="decoded-size bound for any input image")
-    context_margin: float = Field(0.25, ge=0.0, le=4.0)
-    dilate_px: int = Field(8, ge=0, le=256)
+    context_margin: float = Field(
+        0.25, ge=0.0, le=4.0, description="scene context around the region in the model's crop, per side, as a share "
+        "of the region's longer side"
+    )
+    dilate_px: int = Field(8, ge=0, le=256, description="the region is grown by this many pixels before paste-back")
     feather_px: int = Field(4, ge=0, le=256, description="feathering lies inside the dilation: at most dilate_px")
 
     @model_validator(mode="after")
@@ -85,13 +75,13 @@ class ImageConfig(_Section):
         return self
 
 
-class ComputeConfig(_Section):
-    batch_size: int = Field(4, ge=1, le=256)
-    gpu_actors_min: int = Field(1, ge=1)
-    gpu_actors_max: int = Field(1, ge=1)
+class ComputeConfig(Section):
+    batch_size: int = Field(4, ge=1, le=256, description="pairs per model call")
+    gpu_actors_min: int = Field(1, ge=1, description="inference actors kept running (one per GPU)")
+    gpu_actors_max: int = Field(1, ge=1, description="inference actors the pool may grow to")
     gpus_per_actor: float = Field(1.0, ge=0.0, description="1 on GPU nodes; 0 runs the model actors on CPU")
-    cpus_per_task: float = Field(1.0, gt=0.0)
-    cpus_per_actor: float = Field(1.0, ge=0.0)
+    cpus_per_task: float = Field(1.0, gt=0.0, description="CPUs reserved by each preprocess/postprocess task")
+    cpus_per_actor: float = Field(1.0, ge=0.0, description="CPUs reserved by each inference actor")
     max_task_retries: int = Field(
         3,
         ge=0,
@@ -114,13 +104,13 @@ class ComputeConfig(_Section):
         return self
 
 
-class S3Config(_Section):
+class S3Config(Section):
     endpoint_url: str | None = Field(None, description="an S3-compatible endpoint; None means AWS")
-    region: str | None = None
+    region: str | None = Field(None, description="the S3 region; None: the AWS chain's default")
     max_attempts: int = Field(10, ge=1, le=50, description="botocore retry attempts (adaptive mode)")
 
 
-class RecordConfig(_Section):
+class RecordConfig(Section):
     # A metadata part is written every part_rows rows or part_seconds, whichever comes first: what an interrupted
     # run loses (and a rerun computes again) is at most that much. Small values only for tests and tiny runs.
     part_rows: int = Field(1000, ge=1, description="rows per metadata Parquet part (at most)")
@@ -130,7 +120,7 @@ class RecordConfig(_Section):
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class SelectionConfig(_Section):
+class SelectionConfig(Section):
     """Which catalogue products the run takes, before pairing. The defaults take the whole catalogue.
 
     `shard_count`/`shard_index` split the (selected) catalogue by a stable hash of product_id: shards 0..n-1 of the
@@ -140,7 +130,7 @@ class SelectionConfig(_Section):
     categories: list[str] | None = Field(None, min_length=1, description="only products of these categories")
     product_ids: list[str] | None = Field(None, min_length=1, description="only these products")
     product_ids_uri: str | None = Field(None, description="a Parquet file with a product_id column: only these")
-    shard_count: int = Field(1, ge=1, le=100_000)
+    shard_count: int = Field(1, ge=1, le=100_000, description="split the selected catalogue into this many shards")
     shard_index: int = Field(0, ge=0, description="this run's shard, 0 <= shard_index < shard_count")
     incremental: bool | None = Field(
         None,
@@ -162,10 +152,10 @@ class SelectionConfig(_Section):
         return not (self.categories or self.product_ids or self.product_ids_uri) and self.shard_count == 1
 
 
-class VariantConfig(_Section):
+class VariantConfig(Section):
     """One arm of an A/B run: a name (its images go under images/<name>/) and overrides of model and sampling."""
 
-    name: str
+    name: str = Field(description="the variant's name: images/<name>/ and the rows' variant column")
     model: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's model section")
     sampling: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's sampling section")
 
@@ -199,18 +189,14 @@ def _merged(section: BaseModel, overrides: dict[str, Any], where: str) -> BaseMo
         raise ValueError("; ".join(lines)) from None
 
 
-class RunConfig(BaseSettings):
-    """Everything one run needs. Output keys depend only on run_id, variant and pair."""
+class RunConfig(JobSettings):
+    """Everything one inference run needs. Output keys depend only on run_id, variant and pair."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
-
-    run_id: str
-    catalogue_uri: str
-    scenes_uri: str
-    pairs_uri: str | None = None
-    output_uri: str
+    catalogue_uri: str = Field(description="the catalogue manifest (Parquet: product_id, image_uri, category)")
+    scenes_uri: str = Field(description="the scenes manifest (Parquet: scene_id, image_uri, mask_uri or a box)")
+    pairs_uri: str | None = Field(None, description="an explicit pairs manifest (product_id, scene_id); sets "
+                                  "pairing.strategy to pairs")
+    output_uri: str = Field(description="where run folders go: <output_uri>/<run_id>/")
     pairing: PairingConfig = PairingConfig()
     model: ModelConfig = Field(default_factory=ModelConfig)  # a factory: cache_dir reads the environment now
     sampling: SamplingConfig = SamplingConfig()
@@ -224,16 +210,7 @@ class RunConfig(BaseSettings):
         default_factory=list, description="A/B arms; empty: one arm named 'default' with the run's model and sampling"
     )
     retry_failed: bool = Field(False, description="on a rerun, compute pairs that failed before again")
-    progress_interval_s: float = Field(10.0, gt=0.0)
-
-    @field_validator("run_id")
-    @classmethod
-    def _safe_run_id(cls, value: str) -> str:
-        if not _RUN_ID.match(value) or value in {".", ".."}:
-            raise ValueError(
-                "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return value
+    progress_interval_s: float = Field(10.0, gt=0.0, description="seconds between progress lines in the job log")
 
     @field_validator("variants")
     @classmethod
@@ -283,94 +260,8 @@ class RunConfig(BaseSettings):
             "sampling": _merged(self.sampling, variant.sampling, f"variants.{name}.sampling"),
         })
 
-    def public_dict(self) -> dict[str, Any]:
-        """The resolved configuration as JSON data, with anything secret-looking removed."""
-        return redact(self.model_dump(mode="json"))
-
-    def config_hash(self) -> str:
-        blob = json.dumps(self.public_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def redact(value: Any) -> Any:
-    """Drop secret-looking keys and `user:password@` parts of URIs, recursively."""
-    if isinstance(value, dict):
-        return {
-            k: ("<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return re.sub(r"(?<=://)[^/@\s]+@", "<redacted>@", value)
-    return value
-
-
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`["sampling.steps=20", "run_id=x"]` -> nested dict; values parsed as YAML scalars (20 -> int)."""
-    result: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. sampling.steps=20")
-        node = result
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is set both as a value and as a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            node[parts[-1]] = raw
-    return result
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML or JSON mapping (JSON is YAML); a missing or malformed file is a ConfigError."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} could not be read: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
-    return data
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(config)"
-        shown = err.get("input")
-        got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
-        lines.append(f"  {field}: {err['msg']}{got}")
-    return "invalid configuration:\n" + "\n".join(lines)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Build the run's configuration from its three sources; errors name each bad field and why."""
-    file_data = read_config_file(path) if path else {}
-    cli_data = parse_overrides(overrides)
-
-    class _Sourced(RunConfig):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_data)
-
-    try:
-        sourced = _Sourced(**cli_data)
-        # Re-validate as the plain class so the result pickles (Ray ships it to workers).
-        return RunConfig.model_validate(sourced.model_dump())
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+    """The inference run's settings from file, environment and `--set` overrides (see pipeline.settings)."""
+    return load_settings(RunConfig, path, overrides)

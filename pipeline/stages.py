@@ -118,13 +118,11 @@ class Inference:
             self.sampler: Any = NoopSampler()
             self.model_id = NOOP_MODEL
             return
-        import torch
-
         from pipeline.model import DTCSampler, SamplingParams, load_dtc, select_device
+        from pipeline.model.device import torch_dtype
 
         device = select_device()
-        dtype = None if cfg.model.dtype == "auto" else {"fp16": torch.float16, "bf16": torch.bfloat16,
-                                                       "fp32": torch.float32}[cfg.model.dtype]
+        dtype = torch_dtype(cfg.model.dtype)
         dtc = load_dtc(cfg.model.source, device=device, dtype=dtype, cache_dir=cfg.model.cache_dir,
                        storage_options=storage_options(cfg.model.source, cfg.s3))
         self.model_id = dtc.model_id

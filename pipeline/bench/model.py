@@ -21,6 +21,7 @@ import torch
 
 from pipeline.bench.naive import NaiveSampler
 from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc, select_device
+from pipeline.model.device import DTYPES
 
 
 def synthetic_batch(size: int, resolution: int, reference_size: int = 224, offset: int = 0) -> SampleBatch:
@@ -116,12 +117,13 @@ def bench_model(
 
 def _bench(plan: ModelPlan, device: torch.device) -> dict[str, Any]:
     on_gpu = device.type == "cuda"
-    fast_dtype = torch.float16 if on_gpu else torch.float32
+    dtype_name = "fp16" if on_gpu else "fp32"
+    fast_dtype = DTYPES[dtype_name]
     ddim = SamplingParams("ddim", plan.steps, 5.0)
     rows: list[dict[str, Any]] = []
 
     # Naive reference first (one image, its own fp32 model), then freed so the fast rows' memory figures are theirs.
-    naive_dtc = load_dtc(plan.source, device=device, dtype=torch.float32)
+    naive_dtc = load_dtc(plan.source, device=device, dtype=DTYPES["fp32"])
     naive = _time(NaiveSampler(naive_dtc, ddim).generate, synthetic_batch(1, plan.resolution), device, plan.repeats)
     rows.append(_row("naive", "fp32", 1, ddim, naive, naive, on_gpu))
     del naive_dtc
@@ -130,7 +132,6 @@ def _bench(plan: ModelPlan, device: torch.device) -> dict[str, Any]:
         torch.cuda.empty_cache()
 
     dtc = load_dtc(plan.source, device=device, dtype=fast_dtype)
-    dtype_name = str(fast_dtype).removeprefix("torch.").replace("float", "fp")
     compared: Timing | None = None
     for params in (ddim, SamplingParams("dpmpp", plan.dpm_steps, 5.0)):
         sampler = DTCSampler(dtc, params, compile=plan.compile)

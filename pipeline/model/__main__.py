@@ -23,10 +23,9 @@ from pipeline.errors import JobError
 from .build import build_random
 from .checkpoint import build_from_paint_by_example, build_from_sd_inpaint, save_checkpoint
 from .configs import NAMED_CONFIGS
+from .device import DTYPES
 from .dtc import DTC
 from .loading import load_dtc
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def describe(dtc: DTC, source: str) -> dict[str, Any]:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--from-config", choices=sorted(NAMED_CONFIGS), help="random weights of a named size")
     convert.add_argument("--dinov2", metavar="DIR", help="DINOv2 model directory (with --from-sd-inpaint)")
     convert.add_argument("--out", required=True, help="new local directory for the checkpoint")
-    convert.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
+    convert.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="dtype of the saved weights")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":

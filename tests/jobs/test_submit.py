@@ -31,7 +31,7 @@ def test_entrypoint_uses_the_config_path_inside_the_working_dir(tmp_path):
 @pytest.mark.parametrize("name", ["nightly", "backfill", "ab"])
 def test_example_configs_are_valid_and_submit_from_the_repository_root(name, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = submit.load_local_config(f"configs/{name}.yaml", ["run_id=r-1"])
+    cfg = submit.load_local_config(name, f"configs/{name}.yaml", ["run_id=r-1"])
     assert cfg.output_uri.startswith("s3://tryall-output/runs/")  # the prefix infra/iam-policy.json lets jobs write
     assert submit.entrypoint(name, f"configs/{name}.yaml", ["run_id=r-1"], Path(".")) == (
         f"python -m jobs.{name} --config configs/{name}.yaml --set run_id=r-1")
@@ -64,6 +64,6 @@ def test_local_tryall_settings_do_not_decide_the_run_id(tmp_path, monkeypatch, c
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"run_id": "from-file", "catalogue_uri": "c",
                                                        "scenes_uri": "s", "output_uri": "o"}))
     monkeypatch.setenv("TRYALL_RUN_ID", "from-env")
-    cfg = submit.load_local_config(str(tmp_path / "run.yaml"), [])
+    cfg = submit.load_local_config("nightly", str(tmp_path / "run.yaml"), [])
     assert cfg.run_id == "from-file"  # the job on the cluster does not see this shell's TRYALL_RUN_ID
     assert "TRYALL_RUN_ID is set here but does not reach the job" in capsys.readouterr().err
