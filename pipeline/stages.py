@@ -58,11 +58,13 @@ def _fail(row: dict[str, Any], exc: BaseException, stage: str) -> None:
     if isinstance(exc, PairError):
         row["status"], row["error_reason"], row["error_message"] = "failed", exc.reason, exc.message
     else:
-        # A bug, not bad input: keep the traceback in the worker's log, and the row says where it happened.
-        log.error("unexpected error in %s for %s/%s:\n%s", stage, row["product_id"], row["scene_id"],
-                  "".join(traceback.format_exception(exc)))
         row["status"], row["error_reason"] = "failed", INTERNAL_ERROR
         row["error_message"] = f"{stage}: {type(exc).__name__}: {exc}"
+    if row["error_reason"] == INTERNAL_ERROR:
+        # A bug, not bad input: the row says where, the job log gets the whole traceback (with the cause that
+        # `prepare_pair` / `composite_pair` wrapped) for whoever fixes it.
+        log.error("unexpected error in %s for %s/%s:\n%s", stage, row["product_id"], row["scene_id"],
+                  "".join(traceback.format_exception(exc)))
 
 
 def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
