@@ -1,6 +1,6 @@
 """The A/B job: one run, several variants (model checkpoint and/or sampling settings), paired by seed.
 
-    python -m jobs.submit ab --config configs/ab.yaml --set run_id=2026-11-25-steps
+    tryall submit ab --config configs/ab.yaml --set run_id=2026-11-25-steps
 
 Each variant's images go under `images/<variant>/...` and its metadata rows carry `variant`; every variant computes
 every pair with the same seed (pipeline.pairing.pair_seed ignores the variant), so the comparison is paired. The

@@ -1,6 +1,6 @@
 """The backfill job: a slice of the catalogue (categories, product ids, a shard) against a scene set.
 
-    python -m jobs.submit backfill --config configs/backfill.yaml \\
+    tryall submit backfill --config configs/backfill.yaml \\
       --set run_id=2026-q4-s0 --set selection.shard_index=0 --set selection.shard_count=4
 
 Shards split the sliced catalogue by a stable hash of product_id: shards 0..n-1 are disjoint and together cover the

@@ -23,7 +23,8 @@ from pipeline.storage import join
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    p = job_parser(RunConfig, JOBS["demo"].description, prog or default_prog("demo"))
+    description = f"{JOBS['demo'].description}. The demo sets run_id, catalogue_uri, scenes_uri and output_uri."
+    p = job_parser(RunConfig, description, prog or default_prog("demo"))
     p.add_argument("--output-uri", default="demo_output", help="where inputs and the run go (local path or s3://)")
     p.add_argument("--products", type=int, default=6)
     p.add_argument("--scenes", type=int, default=4)

@@ -1,6 +1,6 @@
 """The nightly job: the catalogue's new or changed products since the last finished run, against the scene set.
 
-    python -m jobs.submit nightly --config configs/nightly.yaml --set run_id=2026-11-25
+    tryall submit nightly --config configs/nightly.yaml --set run_id=2026-11-25
     # the same, with Ray's CLI:
     ray job submit --address http://127.0.0.1:8265 --submission-id nightly-2026-11-25 \\
       --runtime-env infra/runtime_env.yaml -- python -m jobs.nightly --config configs/nightly.yaml \\
