@@ -148,8 +148,8 @@ class SceneCache:
     """The last decoded scene of this process, reused when the next pair brings the same scene bytes.
 
     One entry: pairs are ordered by scene, so hits come from consecutive pairs, and memory stays bounded (a 12 MP
-    scene is 48 MB as a Pillow RGB image). Scenes over `max_pixels` are never kept. Comparing the bytes costs well
-    under a millisecond against ~70 ms for decoding 12 MP. A caller that finds the entry in use (another thread)
+    scene is 48 MB as a Pillow RGB image). Scenes over `max_pixels` are never kept. Comparing the bytes is far cheaper
+    than decoding them. A caller that finds the entry in use (another thread)
     decodes its own copy. The caller must leave the pixels as it found them (`_composite` puts back what it pasted).
     """
 

@@ -43,7 +43,7 @@ class PreparedPair:
     window: tuple[int, int, int, int]  # square, in upright scene pixels; may extend beyond the image (padded)
     scene_size: tuple[int, int]  # (W, H) of the upright scene
     # `Region.pack()` of the region to fill: what `composite_pair(region=...)` needs instead of the mask image, so the
-    # postprocess stage does not decode the mask again (a 12 MP PNG mask takes ~35 ms to decode).
+    # postprocess stage does not decode the mask again.
     region: bytes = b""
 
 
@@ -147,9 +147,9 @@ class PreparedScene:
 class SceneMemo:
     """The `PreparedScene` of the last scene this process prepared, for the next pair of the same scene.
 
-    A hit needs byte-identical scene and mask data (compared, well under a millisecond for a 12 MP JPEG, against
-    ~40 ms of decoding and ~35 ms more for a 12 MP PNG mask), an equal box and equal settings: ids are never trusted
-    to mean equal content. One entry, a few MB at most. Failures are not remembered: a bad scene fails each pair anew.
+    A hit needs byte-identical scene and mask data (comparing bytes is far cheaper than decoding them), an equal box
+    and equal settings: ids are never trusted to mean equal content. One entry, a few MB at most. Failures are not
+    remembered: a bad scene fails each pair anew.
     """
 
     def __init__(self) -> None:

@@ -109,8 +109,8 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     # pair that crashes its worker would loop): the actors still restart without limit (a lost spot node must not
     # fail a nightly), but each batch and each CPU block gets compute.max_task_retries more attempts.
     retries = compute.max_task_retries
-    # (Ray 2.60 has no named parameters for these; `ray_remote_args` is deprecated for removal in Ray 2.64.)
-    ds = (
+    # Passed as keyword arguments: Ray Data has no named parameters for these, and `ray_remote_args` is deprecated.
+    dataset = (
         ray.data.from_arrow(blocks)
         .map(prepare_row, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
         .map_batches(
@@ -128,8 +128,8 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     )
     # A block still failing after its retries is dropped, not the pass: `run` writes its pairs' `worker_lost` rows.
     # More than max_errored_blocks of them stop the pass (see `run`). The setting is this dataset's own context.
-    ds.context.max_errored_blocks = compute.max_errored_blocks
-    return ds
+    dataset.context.max_errored_blocks = compute.max_errored_blocks
+    return dataset
 
 
 def variant_batches(cfg: RunConfig, todo: pa.Table):
@@ -146,7 +146,7 @@ def variant_batches(cfg: RunConfig, todo: pa.Table):
 
 def release_actors() -> None:
     """Let go of the finished pass's actors now. Ray Data releases them when nothing references them any more, but
-    after a dropped block (Ray 2.60) a reference cycle keeps the inference actor, and the GPU it holds, until Python's
+    after a dropped block a reference cycle keeps the inference actor, and the GPU it holds, until Python's
     garbage collector happens to run: the next pass (variant) or job would wait for that GPU."""
     gc.collect()
 
