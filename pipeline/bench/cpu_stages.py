@@ -130,7 +130,7 @@ def run_scene_shared(inputs: PairInputs, settings: ImageSettings, *, use_mask: b
 
 
 def _region_kwargs(prepared: Any, mask: bytes | None, box: tuple | None) -> dict[str, Any]:
-    """The region as `stages.composite_row` passes it: packed by `prepare_pair` (older code: the mask or box again)."""
+    """The region as `stages.composite_row` passes it: the one `prepare_pair` packed, else the mask or box itself."""
     region = getattr(prepared, "region", None)
     return {"region": region} if region else {"mask_bytes": mask, "box": box}
 

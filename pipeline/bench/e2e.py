@@ -2,11 +2,11 @@
 
 - efficiency: model-only seconds per pair / end-to-end seconds per pair, same pairs, same device, same model and
   sampling, and the model alone given what the inference actor is given (on CPU: `cpus_per_actor` threads).
-  Steady state: every run is done with N and with 2N pairs on the same warm Ray, and the per-pair figure is
-  (T(2N) - T(N)) / N, so start-up (Ray Data planning, actor and worker creation, model load) and the final drain
-  cancel out. (Timing finished batches at the driver is reported too, as `arrivals`, but it reads high: while the
-  first postprocess worker starts, the actor already computes ahead.) `actor_busy_fraction` is the model actor's
-  time inside its batches over the run's wall time (start-up included): how busy the GPU would be kept.
+  Steady state: after a warm-up run, every run is done with N and with 2N pairs on the same warm Ray, and the
+  per-pair figure is the difference of their steady windows over their difference in pairs (`steady_figures`), so
+  start-up (Ray Data planning, actor and worker creation, model load) and the work done ahead cancel out.
+  `actor_busy_fraction` is the model actor's time inside its batches over the run's wall time (start-up included):
+  how busy the GPU would be kept.
 - overhead: the same with the `noop` model (returns the scene crop) on tiny images: what a pair costs the framework
   (Ray Data tasks and transfers, the driver's metadata writing, the CPU stages on tiny images), in wall milliseconds
   per pair on this machine, and in CPU core-milliseconds of every process of the run (driver, raylet, workers).
@@ -214,7 +214,7 @@ def steady_figures(small: dict[str, Any], large: dict[str, Any], n: int) -> dict
     """Per-pair figures from runs of N and 2N pairs.
 
     Preferred: the difference of the two runs' steady windows (first to last finished batch at the driver). Taking
-    the window leaves start-up out, whose length varies from run to run by seconds on a loaded machine; taking the
+    the window leaves start-up out, whose length varies from run to run on a loaded machine; taking the
     difference of two windows cancels the work done ahead of the first finished batch (the actor computes while the
     first postprocess task starts), which is the same in both. Fallbacks: whole-run difference, then the 2N run.
     """

@@ -62,7 +62,7 @@ class ModelPlan:
             return ModelPlan("sd15", 512, (4, 1, 8) if not quick else (4,), repeats=3 if not quick else 1)
         if quick:
             return ModelPlan("tiny", 64, (2,), steps=4, dpm_steps=2, repeats=1)
-        # 128 px keeps the CPU run to about a minute on one core; the paper's 40 steps and guidance stay.
+        # 128 px keeps the CPU run short; the paper's 40 steps and guidance stay.
         return ModelPlan("tiny", 128, (4, 1, 8), repeats=3)
 
 

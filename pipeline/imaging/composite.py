@@ -13,9 +13,8 @@ from pipeline.imaging.masks import Region, feathered_alpha
 
 # Largest width or height each encoder can write.
 MAX_SIDE = {"jpeg": 65_535, "png": 2**31 - 1, "webp": 16_383}
-# Encoder effort, chosen for CPU: on a 12 MP photo-like scene (2 cores, libjpeg-turbo/zlib/libwebp of Pillow
-# 13 wheels) JPEG q95 takes ~50 ms; PNG level 1 ~1.6 s (level 6: ~4 s); WebP lossy q90 method 0 ~0.6 s
-# (method 4: ~1.6 s, files ~5% smaller); WebP lossless effort 0 method 0 ~0.8 s (effort 25: ~3.5 s, ~15% smaller).
+# Each encoder at its fastest effort: higher efforts cost the CPU stage several times more for files a few percent
+# smaller (benchmarks/README.md, "Encoder effort").
 _PNG_COMPRESS_LEVEL = 1
 _WEBP_METHOD = 0
 _WEBP_LOSSLESS_EFFORT = 0  # with lossless=True Pillow's `quality` is the effort, 0-100

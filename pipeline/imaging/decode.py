@@ -183,7 +183,7 @@ def rgb_icc_profile(img: Image.Image) -> bytes | None:
 def decode_mask_image(data: bytes, *, size: tuple[int, int], max_pixels: int) -> Image.Image:
     """Bytes of a mask image to an upright 8-bit grey ("L") image; the region is where grey >= 128.
 
-    Not thresholded here: `masks.Region` thresholds only the crops it needs (a full 12 MP pass is ~8 ms).
+    Not thresholded here: `masks.Region` thresholds only the crops it needs, not the whole scene-sized mask.
 
     Any mode is converted to 8-bit grey first (alpha is ignored; 16-bit is scaled); the mask's own EXIF
     orientation is applied. Its upright size must equal `size`, the upright scene's (W, H), else

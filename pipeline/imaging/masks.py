@@ -6,7 +6,7 @@ Choices (the contract leaves them to us):
   other floats, NaN, strings and bools are `invalid_box`, as are inverted or zero-area boxes. A box partly
   outside the image is clipped to it; one entirely outside is `mask_out_of_bounds`.
 - An all-black mask is `mask_empty`. An all-white mask is valid: the whole image is regenerated and the
-  context window is the whole image (padded to a square). `mask_full` stays unused by this module.
+  context window is the whole image (padded to a square).
 - A box region is kept as coordinates: no scene-sized array is built for it. A mask region keeps the decoded
   grey image; only the crops that are used get thresholded.
 - The model's mask crop marks every output pixel that any region pixel touches (the fill region covers the
@@ -136,7 +136,7 @@ class Region:
 
     def pack(self) -> bytes:
         """The region as bytes for `unpack`: size and bbox, and for a mask region its pixels inside the bbox
-        thresholded to one bit each (`np.packbits`; ~1 ms and ~140 kB for a 1 MP bbox)."""
+        thresholded to one bit each (`np.packbits`)."""
         header = _PACK_HEADER.pack(_PACK_MAGIC, self.mask is not None, *self.size, *self.bbox)
         if self.mask is None:
             return header + _PACK_END
@@ -284,7 +284,7 @@ def dilate(mask: Image.Image, radius: int) -> Image.Image:
     Built from Pillow's BoxBlur run once per axis plus a threshold: a box average is non-zero exactly when
     some pixel in the box is, and Pillow's 8-bit rounding keeps a single 255 non-zero up to radius 254; larger
     radii run in steps (square dilations add up). This is O(1) per pixel, where ImageFilter.MaxFilter(2r + 1)
-    costs O(r^2) (about 30x slower at r = 4 on 1 MP). Beyond the image border, edge pixels are repeated, which
+    costs O(r^2). Beyond the image border, edge pixels are repeated, which
     leaves the dilation inside the image unchanged.
     """
     if radius < 0:
