@@ -6,6 +6,9 @@ stops the whole job before any GPU is requested, with exit status 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 # Stable `error_reason` values written to metadata; downstream dashboards group by them.
 FETCH_MISSING = "fetch_missing"
 FETCH_ERROR = "fetch_error"
@@ -48,3 +51,18 @@ class RunStopped(JobError):
     That many lost blocks is a systemic failure (a bad node, model or driver), not a poison pair. The rows finished
     so far are kept and summary.json is not written, so a rerun of the run id (or the next nightly) computes the rest.
     """
+
+
+@contextmanager
+def unexpected_as_internal(doing: str) -> Iterator[None]:
+    """Re-raise any exception but a PairError as this pair's `internal_error`, chained to its cause.
+
+    A bug or resource exhaustion in a pure stage function fails one pair with the cause, not its batch; the stage
+    logs the chained traceback.
+    """
+    try:
+        yield
+    except PairError:
+        raise
+    except Exception as exc:
+        raise PairError(INTERNAL_ERROR, f"{doing} failed unexpectedly: {type(exc).__name__}: {exc}") from exc

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import INTERNAL_ERROR, MODEL_ERROR, PairError
+from pipeline.errors import INTERNAL_ERROR, MODEL_ERROR, PairError, unexpected_as_internal
 from pipeline.imaging.composite import check_encodable, encode_image, paste_back, paste_box
 from pipeline.imaging.decode import (
     load_rgb,
@@ -55,16 +55,10 @@ def composite_pair(
     pipeline's way: the mask is not decoded again), or else rebuilt from exactly one of `mask_bytes` and `box`.
     The output keeps the scene's RGB ICC profile, and has no EXIF.
     """
-    try:
+    with unexpected_as_internal("compositing the pair"):
         return _composite(
             scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, region=region, settings=settings
         )
-    except PairError:
-        raise
-    except Exception as exc:  # a bug or resource exhaustion: one failed row with the cause, not a failed batch
-        raise PairError(
-            INTERNAL_ERROR, f"compositing the pair failed unexpectedly: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _check_generated(generated: object) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import INTERNAL_ERROR, INVALID_BOX, PairError
+from pipeline.errors import INVALID_BOX, PairError, unexpected_as_internal
 from pipeline.imaging.collage import hint_rectangle, make_hint, make_reference
 from pipeline.imaging.composite import check_encodable
 from pipeline.imaging.crop import crop_resized
@@ -76,14 +76,8 @@ def prepare_pair(
     `context_window(bbox, margin=context_margin, min_side=resolution, min_margin=dilate_px)`, so paste-back
     never needs pixels outside it.
     """
-    try:
+    with unexpected_as_internal("preparing the pair"):
         return _prepare(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
-    except PairError:
-        raise
-    except Exception as exc:  # a bug or resource exhaustion: one failed row with the cause, not a failed batch
-        raise PairError(
-            INTERNAL_ERROR, f"preparing the pair failed unexpectedly: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _prepare(
