@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# torch goes in first and alone: the CPU wheel where one is provided locally, else the registry's.
-TORCH ?= torch==2.13.0
+# torch goes in first and alone: the CPU wheel where one is provided locally, else the registry's; its version is
+# requirements.lock's.
+TORCH ?= $(shell grep -m1 '^torch==' requirements.lock)
 
 .PHONY: setup demo test lint bench clean
 
@@ -13,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -c requirements.lock "$(TORCH)"
 	$(PIP) install -q -c requirements.lock -e ".[dev]"
 	touch $@
 
