@@ -128,7 +128,7 @@ def test_unparseable_updated_at_text_is_a_job_error():
 def _write_run(root, run_id: str, summary: dict | None, rows: list[dict]) -> None:
     import pyarrow.parquet as pq
 
-    from pipeline.record import METADATA_SCHEMA
+    from pipeline.metadata_row import METADATA_SCHEMA
 
     folder = root / run_id
     (folder / "metadata").mkdir(parents=True)
