@@ -21,8 +21,7 @@ from typing import Any
 import fsspec
 from filelock import FileLock
 
-from pipeline.model_sources import MODEL_CACHE_ENV as CACHE_ENV
-from pipeline.model_sources import PICKLE_SUFFIXES
+from pipeline.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
 
 from .errors import CheckpointError
 
@@ -33,7 +32,7 @@ COMPLETE_MARKER = ".tryall-complete.json"
 
 def default_cache_dir() -> Path:
     """$TRYALL_MODEL_CACHE_DIR, else ~/.cache/tryall/models."""
-    env = os.environ.get(CACHE_ENV)
+    env = os.environ.get(MODEL_CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "tryall" / "models"
 
 
