@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY
-from pipeline.storage import filesystem, join, write_bytes
+from pipeline.storage import TEMP_PREFIX, filesystem, join, write_bytes
 
 
 def metadata_uri(cfg: RunConfig) -> str:
@@ -32,8 +32,8 @@ def metadata_uri(cfg: RunConfig) -> str:
 def metadata_dataset(cfg: RunConfig) -> ds.Dataset | None:
     """The run's metadata parts as one dataset with the declared schema (None before the first part).
 
-    Discovery skips names starting with `.` or `_` (pyarrow's default ignore_prefixes), so the local writer's
-    temporaries (`.tmp-*`, see `storage.write_bytes`) are never read; columns an older part lacks read as null.
+    Discovery skips the local writer's temporaries (`storage.TEMP_PREFIX`) and other hidden or `_` files, so a
+    part is read only once it is whole; columns an older part lacks read as null.
     """
     return dataset_at(metadata_uri(cfg), cfg)
 
@@ -44,7 +44,8 @@ def dataset_at(uri: str, cfg: RunConfig) -> ds.Dataset | None:
     fs.invalidate_cache(path)
     if not fs.exists(path):
         return None
-    return ds.dataset(path, schema=METADATA_SCHEMA, format="parquet", filesystem=fs)
+    return ds.dataset(path, schema=METADATA_SCHEMA, format="parquet", filesystem=fs,
+                      ignore_prefixes=[TEMP_PREFIX, ".", "_"])
 
 
 def read_metadata(cfg: RunConfig) -> pa.Table:

@@ -67,6 +67,10 @@ def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
         raise PairError(FETCH_ERROR, f"could not read {uri}: {type(exc).__name__}: {exc}") from None
 
 
+# A local write's temporary sibling: hidden (leading `.`), so listings and dataset discovery skip it.
+TEMP_PREFIX = ".tmp-"
+
+
 def write_bytes(uri: str, data: bytes, s3: S3Config | None = None) -> None:
     """Write so that a reader never sees a partial object under the final key.
 
@@ -81,7 +85,7 @@ def write_bytes(uri: str, data: bytes, s3: S3Config | None = None) -> None:
         return
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

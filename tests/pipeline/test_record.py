@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import record
+from pipeline import record, storage
 from pipeline.config import RunConfig
 from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY, ROW_SCHEMA, metadata_row
 
@@ -99,13 +99,22 @@ def test_no_metadata_yet_reads_as_an_empty_table(cfg):
     assert record.done_keys(cfg, retry_failed=True).column_names == list(PAIR_KEY)
 
 
-def test_temporary_and_hidden_files_are_never_read(cfg, tmp_path):
+def test_temporary_and_hidden_files_are_never_read(cfg, tmp_path, monkeypatch):
     writer = record.MetadataWriter(cfg, part_rows=1)
     writer.add(rows(cfg, pairs(1)))
     folder = tmp_path / "rec" / "metadata"
-    # What storage.write_bytes leaves behind when killed mid-write, and a half-written one: neither is a part.
-    (folder / ".tmp-0123abcd-part-x-00001.parquet").write_bytes(b"PAR1 truncated")
-    pq.write_table(rows(cfg, [("ghost", "s")]), folder / ".tmp-4567-part-y-00000.parquet")
+
+    def killed_before_rename(src, dst):
+        raise OSError("the driver died before the rename")
+
+    # The writer's own temporary, left behind by a write that never reached its rename: a whole file, not a part.
+    monkeypatch.setattr(storage.os, "replace", killed_before_rename)
+    with pytest.raises(OSError, match="before the rename"):
+        writer.add(rows(cfg, [("ghost", "s")]))
+    monkeypatch.undo()
+    left = [p.name for p in folder.iterdir() if p.name.startswith(storage.TEMP_PREFIX)]
+    assert len(left) == 1 and left[0].endswith(".parquet"), list(folder.iterdir())
+    (folder / f"{storage.TEMP_PREFIX}0123-part-x-00009.parquet").write_bytes(b"PAR1 truncated")  # a half-written one
     (folder / "_SUCCESS").write_bytes(b"")
     assert record.read_metadata(cfg).column("product_id").to_pylist() == ["p0"]
     assert record.done_keys(cfg, retry_failed=True).column("product_id").to_pylist() == ["p0"]
