@@ -137,14 +137,17 @@ def _with_columns(table: pa.Table, columns: tuple[_Column, ...]) -> pa.Table:
     return pa.table(arrays, names=names)
 
 
+def without_region(table: pa.Table) -> pa.ChunkedArray:
+    """Per row: True when it names no region to fill, neither a `mask_uri` nor a full x0, y0, x1, y1 box."""
+    has_box = pc.is_valid(table.column(BOX_COLUMNS[0]))
+    for c in BOX_COLUMNS[1:]:
+        has_box = pc.and_(has_box, pc.is_valid(table.column(c)))
+    return pc.invert(pc.or_(pc.is_valid(table.column("mask_uri")), has_box))
+
+
 def _check_scene_regions(scenes: pa.Table, problems: list[str]) -> None:
     """Each scene names its region by mask_uri or by a box; a row with neither is a manifest problem."""
-    has_mask = pc.invert(pc.is_null(scenes.column("mask_uri")))
-    has_box = pc.invert(pc.is_null(scenes.column("x0")))
-    for c in BOX_COLUMNS[1:]:
-        has_box = pc.and_(has_box, pc.invert(pc.is_null(scenes.column(c))))
-    neither = pc.invert(pc.or_(has_mask, has_box))
-    missing = scenes.filter(neither).column("scene_id").to_pylist()
+    missing = scenes.filter(without_region(scenes)).column("scene_id").to_pylist()
     if missing:
         problems.append(
             f"scenes manifest: {len(missing)} scenes have neither mask_uri nor a full x0,y0,x1,y1 box: "
