@@ -30,11 +30,6 @@ _MODELS = {"clip": CLIPVisionModelWithProjection, "dinov2": Dinov2Model}
 _CONFIGS = {"clip": CLIPVisionConfig, "dinov2": Dinov2Config}
 
 
-def torch_dtype(name: str) -> torch.dtype | None:
-    """The settings' dtype name as a torch dtype; `auto` is None (fp16 on a GPU, fp32 on CPU)."""
-    return {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
-
-
 class ImageEmbedder:
     """One encoder on one device: uint8 squares in, one float32 embedding per image out."""
 
