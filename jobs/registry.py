@@ -28,6 +28,10 @@ JOBS: dict[str, JobEntry] = {
     "submit": JobEntry("jobs.submit", "submit a job to a Ray cluster, with a submission id <job>-<run_id>",
                        submittable=False),
     "bench": JobEntry("jobs.bench", "benchmarks side by side: one JSON report and a table", submittable=False),
+    "evaluate": JobEntry("jobs.evaluate", "score a finished run (CLIP-I, DINO-I, FD-DINOv2, KID, paired A/B), write "
+                         "its review page"),
+    "report": JobEntry("jobs.report", "write a finished run's review page, RUN_URI/report/index.html",
+                       submittable=False),
 }
 
 
