@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import JobError
+from pipeline.provenance import hint_branch_trained
 
 from .build import build_random
 from .checkpoint import build_from_paint_by_example, build_from_sd_inpaint, save_checkpoint
@@ -27,16 +28,27 @@ from .device import DTYPES
 from .dtc import DTC
 from .loading import load_dtc
 
+UNTRAINED_NOTE = (
+    "the hint branch was not trained (provenance.trained_parts lacks hint.adapter or hint.film, which start at "
+    "zero): the collage cannot change this model's images"
+)
+
 
 def describe(dtc: DTC, source: str) -> dict[str, Any]:
-    """Components, shapes that matter to callers, and parameter counts."""
+    """Components, shapes that matter to callers, parameter counts, the input layout and where the weights came from
+    (with a plain note when the hint branch was not trained: such a model is not yet a DTC)."""
     unet = dtc.unet.config
+    trained = hint_branch_trained(dtc.provenance)
     return {
         "source": source,
         "model_id": dtc.model_id,
         "default_resolution": dtc.default_resolution,
         "latent_channels": dtc.latent_channels,
         "vae_scale_factor": dtc.vae_scale_factor,
+        "input_layout": dtc.input_layout,
+        "provenance": dtc.provenance,
+        "hint_branch_trained": trained,
+        "note": None if trained else UNTRAINED_NOTE,
         "components": {
             "unet": {"class": type(dtc.unet).__name__, "block_out_channels": list(unet.block_out_channels)},
             "vae": {"class": type(dtc.vae).__name__, "block_out_channels": list(dtc.vae.config.block_out_channels)},

@@ -358,6 +358,12 @@ def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
         raise CheckpointError(f"{out} already exists and is not an empty directory")
     if any(p.is_meta for p in dtc.parameters()):
         raise CheckpointError("cannot save a DTC built on the meta device (it has no weights)")
+    try:
+        # Checked before anything is written: a trainer sets `dtc.provenance` by hand.
+        provenance = check_provenance(dtc.provenance, "dtc")
+        input_layout = check_input_layout(dtc.input_layout, "dtc")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -382,8 +388,8 @@ def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
             "image_encoder_type": dtc.image_encoder.kind,
             "dtype": str(dtc.dtype).removeprefix("torch."),
             "base_model_id": dtc.model_id,
-            "input_layout": dtc.input_layout,
-            "provenance": check_provenance(dtc.provenance, "dtc.provenance"),
+            "input_layout": input_layout,
+            "provenance": provenance,
             "components": ["unet", "vae", "image_encoder", "hint", "image_processor", "scheduler"],
         }
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))

@@ -10,7 +10,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 from transformers.image_processing_utils import BaseImageProcessor
 
-from pipeline.provenance import check_provenance
+from pipeline.provenance import PART_NAMES, check_provenance
 
 from . import unet as unet_fwd
 from .configs import complete_scheduler_config
@@ -134,6 +134,28 @@ class DTC(nn.Module):
         hint_skips, hint_mid, _ = unet_fwd.encode(self.hint.encoder, hint_sample, timestep, encoder_hidden_states)
         skips, mid = self.hint.modulate(skips, mid, hint_skips, hint_mid)
         return unet_fwd.decode(self.unet, skips, mid, emb, encoder_hidden_states, tuple(sample.shape[-2:]))
+
+    def part_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter, by the part it belongs to (`pipeline.provenance.PART_NAMES`): what a trainer freezes or
+        trains, and names in the provenance's `trained_parts`. Each parameter is in exactly one part."""
+        prefixes = {
+            "unet.encoder": (self.unet, ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")),
+            "unet.decoder": (self.unet, ("up_blocks.", "conv_norm_out.", "conv_out.")),
+            "vae": (self.vae, ("",)),
+            "hint.adapter": (self.hint, ("adapter.",)),
+            "hint.encoder": (self.hint, ("encoder.",)),
+            "hint.film": (self.hint, ("films.", "film_mid.")),
+        }
+        for part, starts in self.image_encoder.part_prefixes.items():
+            prefixes[f"image_encoder.{part}"] = (self.image_encoder, starts)
+        parts: dict[str, list[nn.Parameter]] = {name: [] for name in PART_NAMES}
+        for part, (module, starts) in prefixes.items():
+            parts[part] = [p for name, p in module.named_parameters() if name.startswith(starts)]
+        placed = {id(p) for params in parts.values() for p in params}
+        missing = [name for name, p in self.named_parameters() if id(p) not in placed]
+        if missing or len(placed) != sum(len(params) for params in parts.values()):
+            raise CheckpointError(f"parameters outside the known parts (or in two): {missing[:5]}")
+        return parts
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component (works on the meta device: counts only, no memory)."""

@@ -22,6 +22,8 @@ class ReferenceEncoder(nn.Module, ABC):
     """Maps processed reference pixels to cross-attention tokens; `unconditional` gives guidance's null tokens."""
 
     kind: str = ""
+    # Parameter-name prefixes of the trainable parts (`pipeline.provenance.PART_NAMES` without "image_encoder.").
+    part_prefixes: dict[str, tuple[str, ...]] = {}
 
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,7 @@ class Dinov2ReferenceEncoder(ReferenceEncoder):
     """DINOv2 (all 257 tokens at 224 px for ViT-*/14) + one linear projection to the UNet's cross-attention width."""
 
     kind = "dinov2"
+    part_prefixes = {"backbone": ("backbone.",), "projection": ("proj.",), "uncond_vector": ("uncond_vector",)}
 
     def __init__(self, backbone: Dinov2Model, cross_attention_dim: int) -> None:
         super().__init__()
@@ -80,6 +83,11 @@ class PaintByExampleReferenceEncoder(ReferenceEncoder):
     """diffusers' `PaintByExampleImageEncoder` (CLIP pooled token -> mapper -> projection) and its uncond_vector."""
 
     kind = "paint_by_example"
+    part_prefixes = {
+        "backbone": ("encoder.model.",),
+        "projection": ("encoder.mapper.", "encoder.final_layer_norm.", "encoder.proj_out."),
+        "uncond_vector": ("encoder.uncond_vector",),
+    }
 
     def __init__(self, encoder: PaintByExampleImageEncoder) -> None:
         super().__init__()

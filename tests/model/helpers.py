@@ -85,3 +85,57 @@ def make_batch(size: int, resolution: int, seeds: list[int] | None = None, refer
         reference=np.stack(refs),
         seeds=np.asarray(seeds, dtype=np.int64),
     )
+
+
+def build_tiny_sd_inpaint_pipeline():
+    """A random SD-inpainting pipeline built like diffusers' own inpainting tests build theirs, without the text
+    encoder and tokenizer: the tests hand it reference tokens as `prompt_embeds`, so no text is ever encoded."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+    )
+    # SD-inpainting ships a PNDMScheduler config, which has no clip_sample key (DDIM built from it must not clip).
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for component in (unet, vae):
+        component.eval()
+    return pipe
+
+
+def build_tiny_dinov2(seed: int = 3):
+    """A random DINOv2 small enough for every test (patch 14: 224 px gives 257 tokens, 56 px gives 17)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=56)
+    return Dinov2Model(config).eval()

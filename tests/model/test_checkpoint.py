@@ -197,3 +197,66 @@ def test_the_driver_knows_every_model_name():
     from pipeline.runner import MODEL_NAMES
 
     assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS}
+
+
+def _only_fp16(folder: Path) -> None:
+    assert any(p.name.endswith(".fp16.safetensors") for p in folder.iterdir()), sorted(folder.iterdir())
+    assert not any(p.name.endswith(".safetensors") and ".fp16." not in p.name for p in folder.iterdir())
+
+
+def test_fp16_variant_folders_load(tiny_dtc, pbe_pipeline, pbe_dir, tmp_path):
+    """Public checkpoints' fp16 downloads hold only `<name>.fp16.safetensors`: every loader reads them."""
+    import copy
+
+    from .helpers import build_tiny_dinov2
+
+    sd_dir, dino_dir = tmp_path / "sd-inpaint", tmp_path / "dinov2"
+    for name in ("unet", "vae"):
+        model = copy.deepcopy(getattr(tiny_dtc, name)).half()
+        model.save_pretrained(str(sd_dir / name), safe_serialization=True, variant="fp16")
+        _only_fp16(sd_dir / name)
+    dino = build_tiny_dinov2()
+    dino.half().save_pretrained(str(dino_dir), safe_serialization=True, variant="fp16")
+    _only_fp16(dino_dir)
+    dtc = build_from_sd_inpaint(sd_dir, dino_dir, device=CPU, dtype=torch.float32, model_id="fp16")
+    assert dtc.dtype == torch.float32
+    assert torch.equal(dtc.unet.conv_in.weight, tiny_dtc.unet.conv_in.weight.half().float())
+    assert torch.equal(dtc.vae.encoder.conv_in.weight, tiny_dtc.vae.encoder.conv_in.weight.half().float())
+    for name, tensor in dino.state_dict().items():
+        assert torch.equal(dtc.image_encoder.backbone.state_dict()[name], tensor.float()), name
+
+    # A DTC checkpoint whose component folders hold only fp16 files (as an fp16 copy of one would).
+    half = build_from_sd_inpaint(sd_dir, dino_dir, device=CPU, dtype=torch.float16, model_id="fp16")
+    ckpt = save_checkpoint(half, tmp_path / "ckpt")
+    for weights in ckpt.glob("*/*.safetensors"):
+        weights.rename(weights.with_name(weights.name.replace(".safetensors", ".fp16.safetensors")))
+    loaded = load_dtc(str(ckpt), device=CPU)
+    assert loaded.dtype == torch.float32 and loaded.input_layout == "sd_inpaint"
+    for name, tensor in half.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor.float()), name
+
+    # A Paint-by-Example pipeline saved with variant="fp16" (diffusers' and transformers' own folder layouts).
+    pbe16 = tmp_path / "pbe-fp16"
+    pbe_pipeline.save_pretrained(str(pbe16), safe_serialization=True, variant="fp16")
+    for name in ("unet", "vae", "image_encoder"):
+        _only_fp16(pbe16 / name)
+    from_variant, plain = load_dtc(str(pbe16), device=CPU), load_dtc(str(pbe_dir), device=CPU)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(from_variant.state_dict()[name], tensor), name
+
+
+def test_scheduler_config_without_clip_sample_does_not_clip(tiny_checkpoint, tmp_path):
+    from diffusers import DDIMScheduler
+
+    ckpt = _copy(tiny_checkpoint, tmp_path)
+    path = ckpt / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    del config["clip_sample"]
+    path.write_text(json.dumps(config))
+    assert DDIMScheduler.from_config(config).config.clip_sample is True  # diffusers' default, which SD never used
+    dtc = load_dtc(str(ckpt), device=CPU)
+    assert dtc.scheduler_config["clip_sample"] is False
+    assert DTCSampler(dtc, SamplingParams("ddim"))._scheduler.config.clip_sample is False
+    # A schedule that asks for clipping keeps it.
+    path.write_text(json.dumps({**config, "clip_sample": True}))
+    assert DTCSampler(load_dtc(str(ckpt), device=CPU), SamplingParams("ddim"))._scheduler.config.clip_sample is True

@@ -59,6 +59,13 @@ def test_convert_sd_inpaint_plus_dinov2(tiny_dtc, tmp_path, capsys):
     assert main([*args, "--dinov2", str(dino_dir)]) == 0
     dtc = load_dtc(str(out), device=torch.device("cpu"))
     assert dtc.image_encoder.kind == "dinov2" and dtc.image_encoder.proj.in_features == 48
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["input_layout"] == "sd_inpaint" and info["hint_branch_trained"] is False
+    base = {"kind": "sd_inpaint_dinov2", "sd_inpaint": str(sd_dir), "dinov2": str(dino_dir)}
+    assert info["provenance"]["base"] == base
+    assert info["provenance"]["trained_parts"] == [] and "not trained" in info["note"]
 
 
 def test_bad_input_exits_2(tmp_path):

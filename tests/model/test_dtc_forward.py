@@ -81,3 +81,22 @@ def test_sd15_shapes_and_parameter_counts_on_meta():
     assert counts["image_encoder"] == backbone + 1536 * 768 + 768 + 768  # + projection + uncond vector
     tokens = dtc.image_encoder(torch.empty(1, 3, 224, 224, device="meta", dtype=torch.float16))
     assert tokens.shape == (1, 257, 768)
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "paint_by_example"])
+def test_parts_split_every_parameter_once(tiny_dtc, pbe_dir, kind):
+    from pipeline.model import load_dtc
+    from pipeline.provenance import PART_NAMES
+
+    dtc = tiny_dtc if kind == "dinov2" else load_dtc(str(pbe_dir), device=torch.device("meta"))
+    assert dtc.image_encoder.kind == kind
+    parts = dtc.part_parameters()
+    assert tuple(parts) == PART_NAMES and all(parts.values())
+    ids = [id(p) for params in parts.values() for p in params]
+    assert len(ids) == len(set(ids)) == len(list(dtc.parameters()))
+    size = lambda *names: sum(p.numel() for n in names for p in parts[n])  # noqa: E731
+    counts = dtc.parameter_counts()
+    assert size("unet.encoder", "unet.decoder") == counts["unet"]
+    assert size("hint.encoder") == counts["hint.encoder"] and size("hint.film") == counts["hint.film"]
+    assert size(*(n for n in PART_NAMES if n.startswith("image_encoder."))) == counts["image_encoder"]
+    assert size("image_encoder.uncond_vector") == dtc.unet.config.cross_attention_dim
