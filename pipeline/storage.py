@@ -71,17 +71,18 @@ def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
 TEMP_PREFIX = ".tmp-"
 
 
-def write_bytes(uri: str, data: bytes, s3: S3Config | None = None) -> None:
+def write_bytes(uri: str, data: bytes, s3: S3Config | None = None, *, content_type: str | None = None) -> None:
     """Write so that a reader never sees a partial object under the final key.
 
     An S3 PUT is atomic by itself (object stores have no partial objects): s3fs's pipe_file sends one PutObject
     below 2 x 50 MiB (all our images and parts), and above that a multipart upload, whose object appears only when
     CompleteMultipartUpload succeeds, so it is whole too. A failed or throttled PUT is retried by botocore and
     s3fs. On a local filesystem the bytes go to a temporary sibling first and are renamed into place.
+    `content_type` is the object's Content-Type on S3 (a browser shows a page served from a bucket only as text/html).
     """
     fs, path = filesystem(uri, s3)
     if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data, **({"ContentType": content_type} if content_type else {}))
         return
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)

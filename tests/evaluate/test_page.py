@@ -4,6 +4,7 @@ the scene thumbnail's outline lies on the region's edge."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline.evaluate.report.page import Cell, PageContext, PairView, failures_html, orders_for, render_pages
@@ -62,3 +63,17 @@ def test_outline_follows_the_region_edge():
     assert not red[15, 20] and not red[2, 2] and not red[28, 38]  # inside and far outside
     assert scene_key("a/b") == "thumbs/scenes/a%2Fb.jpg"
     assert output_key("images/v/p%2F1/s.png") == "thumbs/images/v/p%2F1/s.jpg"
+
+
+@pytest.mark.integration
+def test_pages_on_s3_are_served_as_html(s3_server, s3_bucket):
+    import boto3
+
+    from pipeline.config import S3Config
+    from pipeline.evaluate.report.build import write_pages
+
+    write_pages(f"s3://{s3_bucket}/runs/r1/report", {"index.html": "<p>1</p>", "pairs-2.html": "<p>2</p>"},
+                S3Config(endpoint_url=s3_server, region="us-east-1"))
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    for key in ("runs/r1/report/index.html", "runs/r1/report/pairs-2.html"):
+        assert client.head_object(Bucket=s3_bucket, Key=key)["ContentType"] == "text/html; charset=utf-8"

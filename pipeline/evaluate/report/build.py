@@ -164,6 +164,12 @@ def _differences(cells: dict[str, Cell], variants: list[str],
     return diffs
 
 
+def write_pages(report_uri: str, pages: dict[str, str], s3: S3Config | None) -> None:
+    """The pages as text/html (so a bucket serves them as pages), index.html last: when it is there, all are."""
+    for name in sorted(pages, key=lambda n: n == "index.html"):
+        write_bytes(join(report_uri, name), pages[name].encode(), s3, content_type="text/html; charset=utf-8")
+
+
 def write_report(run_uri: str, settings: ReportConfig, s3: S3Config | None = None) -> ReportResult:
     """Write `report/` of the finished run at `run_uri`; returns where its first page is."""
     run = open_run(run_uri, s3)
@@ -190,10 +196,7 @@ def write_report(run_uri: str, settings: ReportConfig, s3: S3Config | None = Non
                       orders=orders_for(run.variants, metrics), summary_html=top,
                       failures_html=failures_html(dict(failures)))
     pages = render_pages(ctx, pairs, settings.rows_per_page)
-    for name, text in pages.items():
-        if name != "index.html":
-            write_bytes(join(report_uri, name), text.encode(), s3)
-    write_bytes(join(report_uri, "index.html"), pages["index.html"].encode(), s3)  # last: the page is complete
+    write_pages(report_uri, pages, s3)
     failed = sum(1 for problem in thumbs.values() if problem)
     log.info("review page %s: %d pairs, %d pages, %d thumbnails (%d could not be made)",
              join(report_uri, "index.html"), len(pairs), len(pages), len(thumbs), failed)

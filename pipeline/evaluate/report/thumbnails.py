@@ -93,7 +93,7 @@ def make_thumbnail(row: dict[str, Any], report_uri: str, px: int, max_pixels: in
             small = _outlined(small, image.size, row, max_pixels, s3)
         buf = io.BytesIO()
         small.save(buf, format="JPEG", quality=85)
-        write_bytes(join(report_uri, row["key"]), buf.getvalue(), s3)
+        write_bytes(join(report_uri, row["key"]), buf.getvalue(), s3, content_type="image/jpeg")
     except PairError as exc:
         out.update(status="failed", message=f"{exc.reason}: {exc.message}")
     except Exception as exc:  # noqa: BLE001 - a bug: this thumbnail's row, with the traceback in the worker's log
