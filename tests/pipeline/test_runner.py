@@ -4,6 +4,7 @@ worker_lost rows of pairs a pass returned nothing for, and how `run` accounts fo
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import pytest
@@ -13,6 +14,7 @@ from pipeline import record, runner
 from pipeline.config import RunConfig
 from pipeline.errors import JobError, RunStopped
 from pipeline.metadata_row import ROW_SCHEMA, metadata_row
+from pipeline.model_sources import MODEL_NAMES
 from pipeline.pairing import PAIR_SCHEMA
 from pipeline.samples import write_sample_set
 
@@ -207,9 +209,9 @@ def test_model_sources_the_driver_checks(cfg, tmp_path):
     def with_source(source: str) -> RunConfig:
         return cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})
 
-    for name in ("noop", "tiny", "sd15"):
+    for name in MODEL_NAMES:
         runner.check_model_source(with_source(name))
-    with pytest.raises(JobError, match=r"not a model name \(noop, tiny, sd15\)"):
+    with pytest.raises(JobError, match=re.escape(f"not a model name ({', '.join(MODEL_NAMES)})")):
         runner.check_model_source(with_source("tinyy"))
     pickles = tmp_path / "pickles"
     pickles.mkdir()
