@@ -13,6 +13,7 @@ import pytest
 from jobs.evaluate import main as evaluate_main
 from pipeline.errors import JobError
 from pipeline.evaluate.config import EvalConfig
+from pipeline.evaluate.embeddings import gpus_per_actor
 from pipeline.evaluate.evaluation import evaluate_run
 from pipeline.evaluate.run_folder import RunNotFinished, open_run
 from tests.evaluate._runs import MISSING
@@ -79,3 +80,10 @@ def test_a_run_without_summary_is_refused(ab_run, tmp_path, capsys):
     assert not (folder / "eval").exists()
     with pytest.raises(JobError, match="not a run folder"):
         open_run(str(tmp_path / "nothing-here"))
+
+
+def test_encoder_actors_take_a_gpu_only_where_the_cluster_has_one(ray_local):
+    cfg = _config("runs/x")
+    assert ray_local.cluster_resources().get("GPU") == 1 and gpus_per_actor(cfg) == 1.0
+    forced = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"gpus_per_actor": 0.0})})
+    assert gpus_per_actor(forced) == 0.0
