@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import FETCH_MISSING, JobError
@@ -112,38 +111,44 @@ def _encoders(cfg: EvalConfig) -> dict[str, tuple[str, Preprocessing]]:
     return {kind: (source, check_source(kind, source, cfg.s3)) for kind, source in sources.items() if source}
 
 
+def _pair_items(run: FinishedRun, rows: list[dict], regions: dict[str, dict],
+                items: _Items) -> tuple[list[tuple[int, int] | None], dict[int, str]]:
+    """(output item, product item) per row, None where the run's row failed or the pair cannot be found again; and
+    for the latter, by row, why."""
+    catalogue = dict(zip(*(run.catalogue.column(c).to_pylist() for c in ("product_id", "image_uri")), strict=True))
+    pair_items: list[tuple[int, int] | None] = []
+    unmatched: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        region = regions.get(row["scene_id"])
+        product_uri = row["product_uri"] or catalogue.get(row["product_id"])
+        if row["status"] == "ok" and region is None:
+            unmatched[i] = f"scene {row['scene_id']!r} is not in the scenes manifest {run.config.scenes_uri}"
+        elif row["status"] == "ok" and product_uri is None:
+            unmatched[i] = f"product {row['product_id']!r} has no product image"
+        if row["status"] != "ok" or i in unmatched:
+            pair_items.append(None)
+            continue
+        pair_items.append((items.add("generated", run.image_uri(row), "region", region["mask_uri"], region["box"]),
+                           items.add("reference", product_uri)))
+    return pair_items, unmatched
+
+
 def evaluate_run(cfg: EvalConfig) -> Evaluation:
     """Score the finished run at `cfg.run_folder` and write `eval/metrics.parquet` and `eval/summary.json`."""
     started = time.monotonic()
     run = open_run(cfg.run_uri, cfg.s3)
     encoders = _encoders(cfg)
     regions = _scene_regions(run.scenes)
-    catalogue = dict(zip(*(run.catalogue.column(c).to_pylist() for c in ("product_id", "image_uri")), strict=True))
-
     items = _Items()
     rows = run.rows.to_pylist()
-    pair_items: list[tuple[int, int] | None] = []  # (output item, reference item) per row; None: skipped
-    missing_scene: dict[int, str] = {}
-    for i, row in enumerate(rows):
-        region = regions.get(row["scene_id"])
-        product_uri = row["product_uri"] or catalogue.get(row["product_id"])
-        if row["status"] != "ok":
-            pair_items.append(None)
-            continue
-        if region is None or product_uri is None:
-            missing_scene[i] = (f"scene {row['scene_id']!r} is not in the scenes manifest {run.config.scenes_uri}"
-                                if region is None else f"product {row['product_id']!r} has no product image")
-            pair_items.append(None)
-            continue
-        pair_items.append((items.add("generated", run.image_uri(row), "region", region["mask_uri"], region["box"]),
-                           items.add("reference", product_uri)))
+    pair_items, unmatched = _pair_items(run, rows, regions, items)
     scene_ids = sorted({rows[i]["scene_id"] for i, p in enumerate(pair_items) if p is not None})
     real, real_source = _real_items(cfg, items, scene_ids, regions)
 
     log.info("evaluating %s: %d rows, %d images to embed with %s", run.uri, len(rows), len(items.rows),
              ", ".join(encoders))
     embeddings = embed_items(cfg, items.table(), encoders, max_pixels=run.config.image.max_pixels)
-    metrics = _pair_metrics(run, rows, pair_items, missing_scene, embeddings)
+    metrics = _pair_metrics(run, rows, pair_items, unmatched, embeddings)
     per_variant = _per_variant(cfg, run, metrics, pair_items, real, embeddings)
     ab = _paired(cfg, run, metrics)
     summary = _summary(cfg, run, metrics, per_variant, ab, encoders, real, real_source, embeddings,
@@ -153,7 +158,7 @@ def evaluate_run(cfg: EvalConfig) -> Evaluation:
 
 
 def _pair_metrics(run: FinishedRun, rows: list[dict], pair_items: list[tuple[int, int] | None],
-                  missing_scene: dict[int, str], emb: Embeddings) -> pa.Table:
+                  unmatched: dict[int, str], emb: Embeddings) -> pa.Table:
     columns: dict[str, list] = {name: [] for name in METRICS_SCHEMA.names}
     ok = emb.ok()
     for i, (row, pair) in enumerate(zip(rows, pair_items, strict=True)):
@@ -162,7 +167,7 @@ def _pair_metrics(run: FinishedRun, rows: list[dict], pair_items: list[tuple[int
         if row["status"] != "ok":
             status = "skipped"
         elif pair is None:
-            status, reason, message = "failed", FETCH_MISSING, missing_scene[i]
+            status, reason, message = "failed", FETCH_MISSING, unmatched[i]
         else:
             out, ref = pair
             bad = [j for j in (out, ref) if not ok[j]]
@@ -192,22 +197,21 @@ def _per_variant(cfg: EvalConfig, run: FinishedRun, metrics: pa.Table, pair_item
                  real: list[int], emb: Embeddings) -> dict[str, dict]:
     """Mean scores, and FD-DINOv2 and KID of the variant's outputs against the real set (DINOv2 CLS features)."""
     ok = emb.ok()
-    real_ok = [j for j in real if ok[j]]
+    reals = emb.vectors["dinov2"][[j for j in real if ok[j]]] if "dinov2" in emb.vectors else None
+    variants = metrics.column("variant").to_pylist()
+    scored = [s == "ok" for s in metrics.column("eval_status").to_pylist()]
+    dist = cfg.distribution
     result = {}
     for variant in run.variants:
-        mask = pc.equal(metrics.column("variant"), variant)
-        part = metrics.filter(mask)
-        entry: dict = {"rows": part.num_rows,
-                       "evaluated": pc.sum(pc.equal(part.column("eval_status"), "ok")).as_py() or 0}
+        rows = [i for i, v in enumerate(variants) if v == variant]
+        entry: dict = {"rows": len(rows), "evaluated": sum(scored[i] for i in rows)}
         for metric, kind in PAIR_METRICS.items():
             if kind in emb.vectors:
-                entry[metric] = _mean([v for v in part.column(metric).to_pylist() if v is not None])
-        if "dinov2" in emb.vectors:
-            outputs = [pair_items[i][0] for i, m in enumerate(mask.to_pylist())
-                       if m and pair_items[i] is not None and metrics.column("eval_status")[i].as_py() == "ok"]
-            generated, reals = emb.vectors["dinov2"][outputs], emb.vectors["dinov2"][real_ok]
+                values = metrics.column(metric).take(rows).to_pylist()
+                entry[metric] = _mean([v for v in values if v is not None])
+        if reals is not None:
+            generated = emb.vectors["dinov2"][[pair_items[i][0] for i in rows if scored[i]]]
             entry["fd_dinov2"] = frechet_metric("fd_dinov2", generated, reals).as_dict()
-            dist = cfg.distribution
             entry["kid_dinov2"] = kid_metric("kid_dinov2", generated, reals, subset_size=dist.kid_subset_size,
                                              subsets=dist.kid_subsets, seed=dist.seed).as_dict()
         result[variant] = entry
