@@ -30,6 +30,7 @@ JOBS: dict[str, JobEntry] = {
     "bench": JobEntry("jobs.bench", "benchmarks side by side: one JSON report and a table", submittable=False),
     "evaluate": JobEntry("jobs.evaluate", "score a finished run (CLIP-I, DINO-I, FD-DINOv2, KID, paired A/B), write "
                          "its review page"),
+    "train": JobEntry("jobs.train", "train a DTC on image pairs with Ray Train (a run_id resumes its checkpoints)"),
     "report": JobEntry("jobs.report", "write a finished run's review page, RUN_URI/report/index.html",
                        submittable=False),
 }

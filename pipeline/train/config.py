@@ -120,6 +120,10 @@ class TrainComputeConfig(Section):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
     use_gpu: bool = Field(False, description="one GPU per worker (the training worker type of ray_cluster.yaml)")
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    accelerator_resource: str | None = Field(
+        None, description="a custom resource each GPU worker also requests, to land on the training node type "
+        "(ray_cluster.yaml's train_gpu_worker advertises train_gpu); null: any GPU node"
+    )
     cpus_per_data_task: float = Field(1.0, gt=0.0, description="CPUs per Ray Data decode/augment task")
     max_failures: int = Field(3, ge=-1, description="restarts from the last checkpoint after a worker dies")
 

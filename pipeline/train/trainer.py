@@ -129,7 +129,11 @@ def train(cfg: TrainConfig) -> TrainOutcome:
         )
         for rank in range(workers)
     }
-    resources = {"CPU": cfg.compute.cpus_per_worker, **({"GPU": 1} if cfg.compute.use_gpu else {})}
+    resources: dict[str, float] = {"CPU": cfg.compute.cpus_per_worker}
+    if cfg.compute.use_gpu:
+        resources["GPU"] = 1
+        if cfg.compute.accelerator_resource:
+            resources[cfg.compute.accelerator_resource] = 1
     storage_path, storage_fs = run_storage(cfg)
     trainer = TorchTrainer(
         train_loop,

@@ -204,3 +204,16 @@ def test_nothing_is_synced_to_the_nodes(config):
 def test_nodes_are_terminated_not_stopped(config):
     assert config["provider"]["type"] == "aws"
     assert config["provider"]["cache_stopped_nodes"] is False
+
+
+def test_training_has_its_own_gpu_type_from_zero(config):
+    """configs/train.yaml's workers fit the training type and request the resource only it advertises."""
+    train = yaml.safe_load((ROOT / "configs" / "train.yaml").read_text())["compute"]
+    node_type = config["available_node_types"]["train_gpu_worker"]
+    assert node_type["node_config"]["InstanceType"] == "g5.12xlarge" and node_type["min_workers"] == 0
+    resource = train["accelerator_resource"]
+    assert node_type["resources"][resource] == node_type["resources"]["GPU"] == 4
+    assert all(resource not in t["resources"] for n, t in config["available_node_types"].items()
+               if n != "train_gpu_worker")
+    assert train["use_gpu"] and train["num_workers"] <= node_type["max_workers"] * 4
+    assert train["cpus_per_worker"] * 4 <= node_type["resources"]["CPU"]

@@ -1,0 +1,34 @@
+"""`tryall train` / `python -m jobs.train`: settings and input problems end the job with exit status 2 before any
+Ray worker starts."""
+
+from __future__ import annotations
+
+import torch
+
+from jobs.registry import JOBS
+from jobs.train import main
+from tests.train.helpers import write_manifest
+
+
+def test_train_is_a_submittable_job():
+    assert JOBS["train"].module == "jobs.train" and JOBS["train"].submittable
+
+
+def test_bad_inputs_exit_2_with_the_reason(tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "data", 2)
+    base = ["--set", "run_id=r", "--set", f"output_uri={tmp_path / 'runs'}"]
+    assert main([*base, "--set", f"manifest_uri={tmp_path / 'missing.parquet'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    pickle = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, pickle)
+    assert main([*base, "--set", f"manifest_uri={manifest}", "--set", "train.perceptual_weight=0.5",
+                 "--set", f"train.vgg_weights={pickle}"]) == 2
+    assert "pickle-format weights are refused" in capsys.readouterr().err
+
+    assert main([*base, "--set", f"manifest_uri={manifest}", "--set", "train.trainable=[vae, hint.film]"]) == 2
+    assert "the VAE is never trained" in capsys.readouterr().err
+    assert main([*base, "--set", f"manifest_uri={manifest}", "--set", "train.trainable=[hint.flim]"]) == 2
+    assert "unknown part names" in capsys.readouterr().err
+    assert main([*base, "--set", f"manifest_uri={manifest}", "--set", f"model.source={tmp_path}"]) == 2
+    assert "not a DTC checkpoint" in capsys.readouterr().err
