@@ -7,7 +7,8 @@
 Parts: `model` (naive reference vs our fast path, then other batch sizes and DPM-Solver++), `pipeline` (the whole
 Ray pipeline against the model alone: efficiency, and the framework's overhead with the noop model), `cpu_stages`
 (core-ms per pair of decode, mask, collage, paste-back, encode on a 12 MP scene), `memory` (driver and worker peak
-RSS for a small and a large run). Every part records the machine it ran on; benchmarks/README.md explains the fields.
+RSS for a small and a large run), `train` (one training worker's samples/s and peak memory: tiny on CPU, sd15 at 512 px
+on a GPU). Every part records the machine it ran on; benchmarks/README.md explains the fields.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from jobs.registry import default_prog
 
-PARTS = ("model", "pipeline", "cpu_stages", "memory")
+PARTS = ("model", "pipeline", "cpu_stages", "memory", "train")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -58,6 +59,10 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="consecutive pairs of one scene in the scene_shared figures (default 8)")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-sizes", type=_ints, default=(1000, 20000), help="pairs per run (default 1000,20000)")
+    g = p.add_argument_group("train")
+    g.add_argument("--train-source", help="tiny | sd15 (default: sd15 at 512 px on a GPU, tiny at 256 px on CPU)")
+    g.add_argument("--train-resolution", type=int, help="training crop size in px")
+    g.add_argument("--train-batch", type=int, help="samples per step of the one worker")
     return p
 
 
@@ -138,6 +143,13 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
             return bench_cpu_stages(scene_size=(400, 300), product_size=(100, 100), repeats=2, pairs_per_scene=3)
         return bench_cpu_stages(scene_size=args.scene_size, product_size=args.product_size, repeats=args.cpu_repeats,
                                 pairs_per_scene=args.pairs_per_scene)
+    if part == "train":
+        from pipeline.bench.train import TrainPlan, bench_train
+
+        plan = TrainPlan.default(torch.device("cuda" if on_gpu else "cpu"), quick=args.quick)
+        overrides = {"source": args.train_source, "resolution": args.train_resolution, "batch_size": args.train_batch}
+        return bench_train(dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v}),
+                           cpu_threads=args.cpu_threads)
     from pipeline.bench.e2e import bench_memory
 
     return bench_memory((20, 40) if args.quick else args.memory_sizes)

@@ -84,6 +84,12 @@ def table(report: dict[str, Any]) -> str:
                          f"worker peak {run['worker_peak_rss_mib']} MiB ({run['ms_per_pair']} ms/pair)")
         lines.append(f"  ratios last/first: driver {mem['driver_ratio']}, worker {mem['worker_ratio']}; within 1.5x: "
                      f"{mem['within_1_5x']}")
+    train = report.get("train")
+    if train:
+        lines.append("")
+        lines.append(f"train: {train['source']} at {train['resolution']} px on {train['device']} "
+                     f"({train['autocast']}), batch {train['batch_size']}: {_fmt(train['samples_per_s'])} samples/s "
+                     f"per worker, peak {_fmt(train['peak_memory_gib'])} GiB ({train['peak_memory_kind']})")
     lines.append("")
     lines.extend(f"{name} = {_fmt(value)}" for name, value in headline(report).items())
     return "\n".join(lines)
