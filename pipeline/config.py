@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from pipeline.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
 from pipeline.model_sources import MODEL_CACHE_ENV
 from pipeline.settings import ConfigError, Dtype, JobSettings, Section, load_settings
 
@@ -117,6 +118,11 @@ class RecordConfig(Section):
     part_seconds: float = Field(60.0, gt=0.0, description="longest time finished rows wait before being written")
 
 
+class CostConfig(Section):
+    gpu_hourly_usd: float = Field(G5_XLARGE_ON_DEMAND_USD_PER_HOUR, gt=0.0, description="price of one GPU hour for "
+                                  "summary.json's cost per 1000 images; default: g5.xlarge on-demand, us-east-1")
+
+
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -205,6 +211,7 @@ class RunConfig(JobSettings):
     compute: ComputeConfig = ComputeConfig()
     s3: S3Config = S3Config()
     record: RecordConfig = RecordConfig()
+    cost: CostConfig = CostConfig()
     selection: SelectionConfig = SelectionConfig()
     variants: list[VariantConfig] = Field(
         default_factory=list, description="A/B arms; empty: one arm named 'default' with the run's model and sampling"

@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
+from pipeline.cost import cost_projection
 from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY
 from pipeline.storage import TEMP_PREFIX, filesystem, join, write_bytes
 
@@ -185,6 +186,10 @@ def build_summary(cfg: RunConfig, table: pa.Table, *, attempt_pairs: int, wall_s
             "gpu_s": round(gpu_s, 3),
             "pairs_per_second": round(attempt_pairs / wall_s, 4) if wall_s > 0 else 0.0,
         },
+        # The whole run's model time (every attempt's rows) per image made.
+        "cost": cost_projection(pc.sum(table.column("inference_s")).as_py() or 0.0, statuses.get("ok", 0),
+                                cfg.cost.gpu_hourly_usd, basis="inference seconds on the GPU actors summed over the "
+                                "run's rows (model time; idle and start-up time not counted)"),
         "config_hash": cfg.config_hash(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR, cost_projection, format_projection
+
 HEADLINES = (
     ("model", "speedup"),
     ("pipeline", "efficiency"),
@@ -46,6 +48,10 @@ def table(report: dict[str, Any]) -> str:
         lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
         lines.append(f"speedup = {model['speedup']} ({model['speedup_compares']}); naive vs fast max pixel diff "
                      f"{model['naive_vs_fast_max_pixel_diff']}")
+        fastest = min((r["seconds_per_image"] for r in model["rows"] if r.get("seconds_per_image")), default=None)
+        if fastest is not None:
+            basis = f"the fastest row's seconds per image on {model['device']}"
+            lines.append(format_projection(cost_projection(fastest, 1, G5_XLARGE_ON_DEMAND_USD_PER_HOUR, basis=basis)))
     pipe = report.get("pipeline")
     if pipe:
         lines.append("")

@@ -21,3 +21,22 @@ def test_another_price_and_no_images():
     assert (p["gpu_s_per_image"], p["usd_per_1000_images"], p["price"]) == (3.6, 2.0, "cost.gpu_hourly_usd")
     none = cost_projection(5.0, 0, 1.006, basis="t")
     assert none["gpu_s_per_image"] is None and "no images" in format_projection(none)
+
+
+def test_a_runs_summary_projects_its_cost_from_its_rows():
+    import pyarrow as pa
+
+    from pipeline.config import RunConfig
+    from pipeline.metadata_row import METADATA_SCHEMA
+    from pipeline.record import build_summary
+
+    cfg = RunConfig.model_validate({"run_id": "r", "catalogue_uri": "c", "scenes_uri": "s", "output_uri": "o",
+                                    "cost": {"gpu_hourly_usd": 3.6}})
+    rows = [{"status": "ok", "inference_s": 2.0}, {"status": "ok", "inference_s": 4.0},
+            {"status": "failed", "error_reason": "write_error", "inference_s": 3.0}]
+    table = pa.Table.from_pylist([{**dict.fromkeys(METADATA_SCHEMA.names), **r} for r in rows], schema=METADATA_SCHEMA)
+    cost = build_summary(cfg, table, attempt_pairs=3, wall_s=10.0, gpu_s=9.0)["cost"]
+    # 9 GPU seconds for 2 images: 4.5 s/image; at $3.6/h, $0.001/s, so $4.5 per 1000 images.
+    assert (cost["gpu_s_per_image"], cost["usd_per_1000_images"], cost["images"]) == (4.5, 4.5, 2)
+    assert RunConfig.model_validate({"run_id": "r", "catalogue_uri": "c", "scenes_uri": "s",
+                                     "output_uri": "o"}).cost.gpu_hourly_usd == 1.006
