@@ -21,8 +21,9 @@ from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
 from pipeline.metadata_row import PAIR_KEY, ROW_SCHEMA, metadata_row
 from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES
+from pipeline.provenance import hint_branch_trained, read_provenance
 from pipeline.stages import Inference, composite_row, prepare_row
-from pipeline.storage import filesystem
+from pipeline.storage import filesystem, storage_options
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,25 @@ def check_model_source(cfg: RunConfig) -> None:
         if pickles:
             raise _refuse_pickle(source, pickles[0])
         raise JobError(f"model.source {source}: no safetensors weights under it (is it a checkpoint directory?)")
+
+
+def model_records(cfg: RunConfig) -> dict[str, dict]:
+    """Per variant: the model source, which of its parts were trained and whether its hint branch was, from dtc.json.
+
+    A model whose hint branch was never trained is its base network (Paint-by-Example, or random weights), not DTC:
+    the summary says so, and so does the log before the run starts.
+    """
+    records = {}
+    for name in cfg.variant_names():
+        source = cfg.for_variant(name).model.source
+        provenance = read_provenance(source, storage_options(source, cfg.s3))
+        trained = hint_branch_trained(provenance)
+        if not trained:
+            log.warning("variant %s: model %s has an untrained hint branch (zero FiLM): it is its base network, "
+                        "not a trained DTC", name, source)
+        # provenance None: a named model (seeded random weights, or noop), never trained.
+        records[name] = {"source": source, "hint_branch_trained": trained, "provenance": provenance}
+    return records
 
 
 def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
@@ -200,6 +220,7 @@ def run(cfg: RunConfig) -> RunResult:
     manifests = load_manifests(cfg.catalogue_uri, cfg.scenes_uri, cfg.pairs_uri, cfg.s3)
     for name in cfg.variant_names():
         check_model_source(cfg.for_variant(name))
+    models = model_records(cfg)
     check_output_writable(cfg)
     planned = selection.plan(cfg, manifests, started_at=started_at)
     pairs = planned.pairs
@@ -245,6 +266,6 @@ def run(cfg: RunConfig) -> RunResult:
     summary = record.build_summary(cfg, table, attempt_pairs=todo.num_rows, wall_s=time.monotonic() - started,
                                    gpu_s=gpu_s)
     summary.update(started_at=started_at, selection=planned.selection, variants=cfg.variant_names(),
-                   by_variant=selection.variant_counts(table))
+                   by_variant=selection.variant_counts(table), models=models)
     record.write_summary(cfg, summary)
     return RunResult(summary=summary, run_uri=cfg.run_uri)

@@ -220,3 +220,25 @@ def test_model_sources_the_driver_checks(cfg, tmp_path):
         runner.check_model_source(with_source(str(pickles)))
     (pickles / "unet.safetensors").write_bytes(b"x")
     runner.check_model_source(with_source(str(pickles)))
+
+
+def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp_path):
+    from pipeline.provenance import random_provenance, with_training
+
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    provenance = with_training(random_provenance("tiny", 0), ["hint.adapter", "hint.encoder", "hint.film"],
+                               data_uri="train.parquet", steps=10, finished_at="2026-12-02T08:00:00Z")
+    (trained / "dtc.json").write_text(json.dumps({"provenance": provenance}))
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / "dtc.json").write_text(json.dumps({"provenance": random_provenance("tiny", 0)}))
+    ab = cfg.model_copy(update={"variants": [
+        {"name": "a", "model": {"source": str(trained)}}, {"name": "b", "model": {"source": str(converted)}},
+        {"name": "c", "model": {"source": "tiny"}}]})
+    ab = RunConfig.model_validate(ab.model_dump())
+    records = runner.model_records(ab)
+    assert records["a"]["hint_branch_trained"] is True
+    assert records["a"]["provenance"]["training"]["steps"] == 10
+    assert records["b"]["hint_branch_trained"] is False
+    assert records["c"] == {"source": "tiny", "hint_branch_trained": False, "provenance": None}
