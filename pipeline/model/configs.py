@@ -33,8 +33,8 @@ def complete_scheduler_config(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with `clip_sample` made explicit, False unless the config says otherwise.
 
     DDIMScheduler and DDPMScheduler default to clip_sample=True, but SD's schedule never clips; a config saved by a
-    scheduler without that option (SD-inpainting and Paint-by-Example ship PNDMScheduler's) lacks the key, and DDIM
-    built from it would clip every predicted x0 to [-1, 1].
+    scheduler without that option (PNDMScheduler, which SD pipelines often ship) lacks the key, and DDIM built from it
+    would clip every predicted x0 to [-1, 1].
     """
     return {"clip_sample": False, **config}
 
