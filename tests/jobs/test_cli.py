@@ -130,4 +130,7 @@ def test_submit_usage_names_the_command_typed(capsys):
         tryall.main(["submit", "--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: tryall submit ")
-    assert "{nightly,backfill,ab}" in out  # the cluster jobs of the list, not demo, bench or submit itself
+    cluster_jobs = [name for name, entry in JOBS.items() if entry.submittable]
+    assert {"nightly", "backfill", "ab", "train", "evaluate"} <= set(cluster_jobs)
+    # The cluster jobs of the list, not demo, bench, report or submit itself.
+    assert "{" + ",".join(cluster_jobs) + "}" in out.replace("\n", "").replace(" ", "")

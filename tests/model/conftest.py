@@ -11,7 +11,7 @@ import torch
 
 from pipeline.model import DTC, load_dtc
 
-from .helpers import build_tiny_pbe_pipeline
+from ._helpers import build_tiny_pbe_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pipeline.errors import JobError
 from pipeline.model import CheckpointError, DTCSampler, SamplingParams, load_dtc, save_checkpoint
 from pipeline.model.checkpoint import build_from_sd_inpaint
 
-from .helpers import make_batch
+from ._helpers import make_batch
 
 CPU = torch.device("cpu")
 
@@ -208,7 +208,7 @@ def test_fp16_variant_folders_load(tiny_dtc, pbe_pipeline, pbe_dir, tmp_path):
     """Public checkpoints' fp16 downloads hold only `<name>.fp16.safetensors`: every loader reads them."""
     import copy
 
-    from .helpers import build_tiny_dinov2
+    from ._helpers import build_tiny_dinov2
 
     sd_dir, dino_dir = tmp_path / "sd-inpaint", tmp_path / "dinov2"
     for name in ("unet", "vae"):

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.model import DTCSampler, SamplingParams, load_dtc, select_device
 
-from .helpers import make_batch
+from ._helpers import make_batch
 
 pytestmark = [
     pytest.mark.gpu,

@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 
 from pipeline.model import DTCSampler, SamplingParams, load_dtc
 
-from .helpers import make_batch
+from ._helpers import make_batch
 
 SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "dpmpp": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
 

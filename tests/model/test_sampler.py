@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.model import DTCSampler, SampleBatch, SamplingParams
 
-from .helpers import make_batch
+from ._helpers import make_batch
 from .test_dtc_forward import _randomise_hint_branch
 
 FAST = SamplingParams(scheduler="ddim", steps=10, guidance=5.0)

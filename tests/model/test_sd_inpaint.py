@@ -19,7 +19,7 @@ from pipeline.model import DTC, DTCSampler, SampleBatch, SamplingParams, load_dt
 from pipeline.model.__main__ import main
 from pipeline.model.unet_inputs import PAINT_BY_EXAMPLE, SD_INPAINT, build_unet_input, unit_range
 
-from .helpers import build_tiny_dinov2, build_tiny_sd_inpaint_pipeline, make_batch
+from ._helpers import build_tiny_dinov2, build_tiny_sd_inpaint_pipeline, make_batch
 
 CPU = torch.device("cpu")
 SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}

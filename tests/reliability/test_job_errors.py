@@ -142,12 +142,6 @@ def test_pickle_checkpoints_are_refused(no_gpu_requested, sample, s3_server, s3_
     _no_images_local(out)
 
 
-def test_pickle_suffixes_match_the_model_package():
-    from pipeline.model.cache import PICKLE_SUFFIXES
-
-    assert runner.PICKLE_SUFFIXES == PICKLE_SUFFIXES
-
-
 def test_checkpoint_with_safetensors_passes_the_check(sample, s3_server, s3_bucket):
     """The check refuses pickles, not checkpoints that also carry them next to safetensors weights."""
     fs = s3fs_for(s3_server)

@@ -17,7 +17,7 @@ from pipeline.preprocess import prepare_pair
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.data import SKIP_REASONS, Schedule, load_train_manifest, prepare_batch
 from pipeline.train.pairs import make_pair, pair_rng
-from tests.train.helpers import object_photo, write_manifest
+from tests.train._helpers import object_photo, write_manifest
 
 
 def _batch(manifest, *, rows: int, ids, world: int = 1, rank: int = 0, batch_size: int = 2, **data):

@@ -7,7 +7,7 @@ import torch
 
 from jobs.registry import JOBS
 from jobs.train import main
-from tests.train.helpers import write_manifest
+from tests.train._helpers import write_manifest
 
 
 def test_train_is_a_submittable_job():

@@ -13,7 +13,7 @@ from pipeline.train.learner import Learner
 from pipeline.train.parts import PAPER, parameter_parts, resolve_trainable
 from pipeline.train.perceptual import read_vgg_weights, vgg_features
 from pipeline.train.step import Batch
-from tests.train.helpers import tiny_config, write_manifest
+from tests.train._helpers import tiny_config, write_manifest
 
 
 def batches(cfg, manifest, count: int, batch_size: int):

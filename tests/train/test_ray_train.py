@@ -16,7 +16,7 @@ from pipeline.train.learner import Learner
 from pipeline.train.parts import resolve_trainable
 from pipeline.train.state import MODEL_DIR
 from pipeline.train.trainer import TrainingStopped, train
-from tests.train.helpers import tiny_config, write_manifest
+from tests.train._helpers import tiny_config, write_manifest
 from tests.train.test_learner import batches
 
 pytestmark = pytest.mark.integration
