@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from pipeline.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
 from pipeline.model_sources import MODEL_CACHE_ENV
-from pipeline.settings import ConfigError, Dtype, JobSettings, Section, load_settings
+from pipeline.settings import ConfigError, Dtype, JobSettings, Resolution, Section, load_settings
 
 __all__ = ["MODEL_CACHE_ENV", "ConfigError", "RunConfig", "load_config"]
 
@@ -45,14 +45,7 @@ class SamplingConfig(Section):
     steps: int = Field(40, ge=1, le=1000, description="denoising steps per image (the paper: 40 DDIM steps)")
     guidance: float = Field(5.0, ge=0.0, le=50.0, description="classifier-free guidance scale (the paper: 5)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
-    resolution: int = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
-
-    @field_validator("resolution")
-    @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
-        return value
+    resolution: Resolution = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
 
 
 class OutputConfig(Section):

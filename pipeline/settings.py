@@ -12,10 +12,10 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticUndefined, to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
@@ -33,6 +33,16 @@ from pipeline.errors import JobError
 ENV_PREFIX = "TRYALL_"
 # The one dtype vocabulary of every job's settings; pipeline.model.device.DTYPES maps it to torch dtypes.
 Dtype = Literal["auto", "fp16", "bf16", "fp32"]
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+    return value
+
+
+# A crop size in pixels, for inference and training alike.
+Resolution = Annotated[int, AfterValidator(_multiple_of_8)]
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
 

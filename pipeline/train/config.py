@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import S3Config
 from pipeline.provenance import PART_NAMES
-from pipeline.settings import Dtype, JobSettings, Section
+from pipeline.settings import Dtype, JobSettings, Resolution, Section
 
 
 class TrainModelConfig(Section):
@@ -31,7 +31,7 @@ class TrainModelConfig(Section):
 
 
 class TrainDataConfig(Section):
-    resolution: int = Field(512, ge=64, le=2048, description="training crop size in pixels (the paper: 512)")
+    resolution: Resolution = Field(512, ge=64, le=2048, description="training crop size in pixels (the paper: 512)")
     reference_size: int = Field(224, ge=14, le=1024, description="reference image side before the model's processor")
     context_margin: float = Field(0.25, ge=0.0, le=4.0, description="context around the region, as at inference")
     dilate_px: int = Field(
@@ -51,13 +51,6 @@ class TrainDataConfig(Section):
     irregular_mask_p: float = Field(
         0.5, ge=0.0, le=1.0, description="mask augmentation: probability of a jittered outline instead of the box"
     )
-
-    @field_validator("resolution")
-    @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
-        return value
 
 
 class TrainLoopConfig(Section):
