@@ -7,8 +7,9 @@ from __future__ import annotations
 NOOP_MODEL = "noop"
 # Named configurations built with seeded random weights (pipeline.model.configs.NAMED_CONFIGS is keyed by these).
 TINY_MODEL = "tiny"
+SMALL_MODEL = "small"
 SD15_MODEL = "sd15"
-RANDOM_MODELS = (TINY_MODEL, SD15_MODEL)
+RANDOM_MODELS = (TINY_MODEL, SMALL_MODEL, SD15_MODEL)
 # Sources that name a model rather than a checkpoint.
 MODEL_NAMES = (NOOP_MODEL, *RANDOM_MODELS)
 

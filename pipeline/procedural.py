@@ -9,7 +9,9 @@ side) and with a contact shadow on the floor. Outside the region the target equa
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,3 +154,19 @@ def write_training_set(
     manifest_uri = join(root_uri, "train.parquet")
     write_bytes(manifest_uri, parquet_bytes(pa.table(rows, schema=MANIFEST_SCHEMA)), s3)
     return manifest_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.procedural", description="Write a procedural training set "
+                                "(targets, products, masks) and its training manifest, train.parquet.")
+    p.add_argument("out", help="folder or s3:// prefix")
+    p.add_argument("--pairs", type=int, required=True, help="training pairs (seeds --first-seed onwards)")
+    p.add_argument("--val", type=int, default=4, help="held-out pairs for the training job's contact sheet")
+    p.add_argument("--first-seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(write_training_set(args.out, n_train=args.pairs, n_val=args.val, first_seed=args.first_seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

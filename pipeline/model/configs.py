@@ -1,4 +1,4 @@
-"""Named model configurations: `tiny` for tests and laptops, `sd15` for the paper's size.
+"""Named model configurations: `tiny` for tests and laptops, `small` for the demo model, `sd15` for the paper's size.
 
 Both are built with random (seeded) weights when no checkpoint is given: `sd15` so speed can be measured without
 weights, `tiny` so every test and the demo run in seconds on a CPU.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.model_sources import SD15_MODEL, TINY_MODEL
+from pipeline.model_sources import SD15_MODEL, SMALL_MODEL, TINY_MODEL
 
 from .unet_inputs import PAINT_BY_EXAMPLE
 
@@ -112,6 +112,27 @@ TINY = DTCConfig(
     init_on_target_device=False,
 )
 
+# The demo model's architecture, small enough to train from nothing on 2 CPU cores: 64 px crops, a 1/4 latent grid
+# (16 x 16, the VAE's first stage at 16 channels), self-attention only on the 8 x 8 level.
+SMALL = DTCConfig(
+    name=SMALL_MODEL,
+    unet=dict(TINY.unet, sample_size=16, block_out_channels=[64, 128], cross_attention_dim=64),
+    vae=dict(
+        TINY.vae,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[16, 32, 64],
+        sample_size=64,
+        mid_block_add_attention=False,
+        # One group: the autoencoder stage's linear start (pipeline.train.autoencoder.linear_start) needs it.
+        norm_num_groups=1,
+    ),
+    dinov2=dict(TINY.dinov2, image_size=56),
+    adapter_widths=(16, 32, 64),
+    default_resolution=64,
+    init_on_target_device=False,
+)
+
 SD15 = DTCConfig(
     name=SD15_MODEL,
     # Stable Diffusion 1.5 inpainting UNet (runwayml/stable-diffusion-inpainting unet/config.json).
@@ -167,4 +188,4 @@ SD15 = DTCConfig(
     init_on_target_device=True,
 )
 
-NAMED_CONFIGS: dict[str, DTCConfig] = {c.name: c for c in (TINY, SD15)}
+NAMED_CONFIGS: dict[str, DTCConfig] = {c.name: c for c in (TINY, SMALL, SD15)}
