@@ -12,6 +12,7 @@ import pytest
 from jobs import nightly
 from pipeline import runner
 from pipeline.config import S3Config
+from pipeline.model_sources import MODEL_NAMES
 from pipeline.samples import write_sample_set
 
 from ._corpus import parquet
@@ -111,7 +112,7 @@ def test_missing_checkpoint(no_gpu_requested, sample, s3_server, s3_bucket, tmp_
                                      s3=s3_config(s3_server)), "no checkpoint there")
     # A bare word is a model name or a local path: a misspelt name stops the job here, not in the GPU actor.
     _fails(tmp_path, capsys, _config(sample, str(out), model={"source": "tinyy"}),
-           "model.source tinyy: no checkpoint there and it is not a model name (noop, tiny, sd15)")
+           f"model.source tinyy: no checkpoint there and it is not a model name ({', '.join(MODEL_NAMES)})")
     empty = tmp_path / "empty-checkpoint"
     (empty / "unet").mkdir(parents=True)
     (empty / "dtc.json").write_text("{}")
