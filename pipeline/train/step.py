@@ -49,8 +49,14 @@ def sample_noise(seeds: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Ten
     return tuple(torch.cat(d) for d in draws)
 
 
+# What the model's output can be, as diffusers' schedulers name it (the checkpoint's scheduler config says which):
+# the noise (SD's), the velocity (SD 2's) or the clean latent.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
 class DenoisingLoss(nn.Module):
-    """Epsilon MSE (plus an optional perceptual term) per sample. The module DDP wraps: every trained parameter is
+    """The MSE of the model's prediction (noise, velocity or clean latent; plus an optional perceptual term) per
+    sample. The module DDP wraps: every trained parameter is
     reached through its forward."""
 
     def __init__(
@@ -67,9 +73,10 @@ class DenoisingLoss(nn.Module):
         self.perceptual_weight = perceptual_weight
         self.autocast_dtype = autocast_dtype
         self.noise_scheduler = DDPMScheduler.from_config(dtc.scheduler_config)
-        if self.noise_scheduler.config.prediction_type != "epsilon":
-            raise ValueError(f"the model's scheduler predicts {self.noise_scheduler.config.prediction_type!r}; "
-                             "training is written for epsilon prediction")
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"the model's scheduler predicts {self.prediction_type!r}; training supports "
+                             f"{', '.join(PREDICTION_TYPES)}")
 
     def forward(self, batch: Batch) -> torch.Tensor:
         dtc = self.dtc
@@ -99,19 +106,37 @@ class DenoisingLoss(nn.Module):
             drop = batch.drop_reference.to(device)[:, None, None]
             tokens = torch.where(drop, dtc.image_encoder.unconditional(cond), cond)
             sample = dtc.unet_input(noisy, masked_latent, fill_latent)
-            eps = dtc(sample, timesteps, tokens, hint_latent)
-        loss = F.mse_loss(eps.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+            prediction = dtc(sample, timesteps, tokens, hint_latent)
+        target = self.target(latents, noise, timesteps)
+        loss = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if self.perceptual is not None and self.perceptual_weight > 0:
-            loss = loss + self.perceptual_weight * self._perceptual(noisy, eps.float(), timesteps, scene)
+            loss = loss + self.perceptual_weight * self._perceptual(noisy, prediction.float(), timesteps, scene)
         return loss
 
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the model should output for `latents` noised with `noise` at `timesteps`."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        return latents
+
+    def predicted_x0(self, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The clean latent the model's output implies at `timesteps`, whatever it predicts."""
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(noisy.device)[timesteps].float()[:, None, None, None]
+        if self.prediction_type == "epsilon":
+            return (noisy.float() - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+        if self.prediction_type == "v_prediction":
+            return alpha_bar.sqrt() * noisy.float() - (1 - alpha_bar).sqrt() * prediction
+        return prediction
+
     def _perceptual(
-        self, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor, scene: torch.Tensor
+        self, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor, scene: torch.Tensor
     ) -> torch.Tensor:
         """VGG distance between the target crop and the image of the predicted clean latent, weighted by the
         timestep's signal level (alpha-bar): at high noise the one-step x0 estimate is a blur whatever the model,
         so those steps should not drive the loss."""
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(noisy.device)[timesteps].float()[:, None, None, None]
-        x0 = (noisy.float() - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        x0 = self.predicted_x0(noisy, prediction, timesteps)
         image = self.dtc.vae.decode(x0 / self.dtc.vae.config.scaling_factor).sample
         return alpha_bar.flatten() * self.perceptual(image.float(), scene)
