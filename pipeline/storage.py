@@ -38,6 +38,11 @@ def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFil
     return url_to_fs(uri, **storage_options(uri, s3))
 
 
+def absolute(uri: str) -> str:
+    """`uri` with a relative local path made absolute: Ray Train workers run in their own working directory."""
+    return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(uri)
+
+
 def join(base: str, *parts: str) -> str:
     """Join key segments onto a URI or path without touching the scheme's `//`."""
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])

@@ -113,8 +113,8 @@ def load_start(cfg: TrainConfig, checkpoint: Any) -> tuple[Any, TrainState | Non
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """The function TorchTrainer runs on every worker. `config`: the settings, where this job's data starts, the
-    starting model's provenance and the validation pairs."""
+    """The function TorchTrainer runs on every worker. `config`: the settings, the manifest as the user named it
+    (for the provenance), where this job's data starts, the parts to train and the validation pairs."""
     import ray.train
     import ray.train.torch
 
@@ -167,7 +167,7 @@ def train_loop(config: dict[str, Any]) -> None:
             scaler=learner.scaler.state_dict() if learner.scaler.is_enabled() else None,
         )
         learner.dtc.provenance = with_training(
-            base_provenance, list(parts), data_uri=cfg.manifest_uri, steps=step,
+            base_provenance, list(parts), data_uri=config.get("data_uri", cfg.manifest_uri), steps=step,
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         folder = Path(tempfile.mkdtemp(prefix="tryall-train-"))

@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.errors import JobError
 from pipeline.model_sources import MODEL_NAMES
 from pipeline.provenance import read_provenance
-from pipeline.storage import exists, filesystem, join, storage_options, write_bytes
+from pipeline.storage import absolute, exists, filesystem, join, storage_options, write_bytes
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import Schedule, dataset_name, load_train_manifest, rank_dataset, validation_pairs
 from pipeline.train.parts import resolve_trainable
@@ -90,8 +90,19 @@ def check_inputs(cfg: TrainConfig) -> tuple[str, ...]:
     return parts
 
 
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its local paths absolute, so the workers (each in its own working directory) find them too."""
+    model = cfg.model.model_copy(update={"source": cfg.model.source if cfg.model.source in MODEL_NAMES
+                                         else absolute(cfg.model.source)})
+    loop = cfg.train.model_copy(update={"vgg_weights": cfg.train.vgg_weights and absolute(cfg.train.vgg_weights)})
+    return cfg.model_copy(update={"manifest_uri": absolute(cfg.manifest_uri), "output_uri": absolute(cfg.output_uri),
+                                  "model": model, "train": loop})
+
+
 def train(cfg: TrainConfig) -> TrainOutcome:
     """Run (or resume) the training run `cfg` describes, to `cfg.train.steps` optimizer steps."""
+    data_uri = cfg.manifest_uri  # as the user wrote it: the trained model's provenance names it so
+    cfg = with_absolute_paths(cfg)
     import ray
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -137,7 +148,8 @@ def train(cfg: TrainConfig) -> TrainOutcome:
     storage_path, storage_fs = run_storage(cfg)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "start_step": start, "parts": list(parts),
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data_uri": data_uri, "start_step": start,
+                           "parts": list(parts),
                            "val_pairs": val_pairs},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.compute.use_gpu,
                                      resources_per_worker=resources),
