@@ -23,8 +23,12 @@ class EncodersConfig(Section):
         None, description="DINOv2 weights for DINO-I, FD-DINOv2 and KID: a Dinov2Model folder, by path, file:// or "
         "s3://; `tiny`: random weights")
     inception: str | None = Field(
-        None, description="Inception-v3 weights for FID: not available in this version (see the error it gives)")
-    dtype: Dtype = Field("auto", description="encoder precision; auto: fp16 on a GPU, fp32 on CPU")
+        None, description="the FID Inception-v3's weights for FID (pytorch-fid's pt_inception-2015-12-05 converted "
+        "to safetensors): a .safetensors file or a folder holding model.safetensors by path or file://, the folder on "
+        "s3://; "
+        "`tiny`: random weights")
+    dtype: Dtype = Field("auto", description="CLIP and DINOv2 precision; auto: fp16 on a GPU, fp32 on CPU (the FID "
+                         "Inception always runs in fp32, as pytorch-fid does)")
     cache_dir: str | None = Field(
         default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
         description="node-local cache for s3:// weights; default from TRYALL_MODEL_CACHE_DIR")
@@ -39,24 +43,23 @@ class EncodersConfig(Section):
 
     @field_validator("inception")
     @classmethod
-    def _no_fid(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError(
-                "FID is not available: no Inception-v3 implementation that loads safetensors weights is installed "
-                "(torchvision is not a dependency, and the FID network's pickle weights would need converting to a "
-                "definition this project does not carry); use FD-DINOv2 and KID (encoders.dinov2) instead")
+    def _no_pickled_inception(cls, value: str | None) -> str | None:
+        if value is not None and value.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
+            raise ValueError("pickle-format weights are refused (tryall never unpickles files); convert pytorch-fid's "
+                             ".pth to a .safetensors file outside tryall (README, Evaluation) and give that")
         return value
 
     @model_validator(mode="after")
     def _at_least_one(self) -> EncodersConfig:
-        if self.clip is None and self.dinov2 is None:
-            raise ValueError("set encoders.clip and/or encoders.dinov2: there is nothing to evaluate with")
+        if self.clip is None and self.dinov2 is None and self.inception is None:
+            raise ValueError("set encoders.clip, encoders.dinov2 and/or encoders.inception: there is nothing to "
+                             "evaluate with")
         return self
 
 
 class RealSetConfig(Section):
     uri: str | None = Field(
-        None, description="a Parquet manifest of real images (column image_uri) for FD-DINOv2 and KID; null: the "
+        None, description="a Parquet manifest of real images (column image_uri) for FD-DINOv2, KID and FID; null: the "
         "scenes' own regions (each scene of the run cut to its region)")
     max_images: int | None = Field(None, ge=2, description="use at most this many real images (the first ones)")
 
@@ -116,7 +119,7 @@ class RunFolderSettings(JobSettings):
 
 
 class EvalConfig(RunFolderSettings):
-    """Evaluate one finished run folder: per-pair CLIP-I / DINO-I, FD-DINOv2 and KID per variant, paired A/B."""
+    """Evaluate one finished run folder: per-pair CLIP-I / DINO-I, FD-DINOv2, KID and FID per variant, paired A/B."""
 
     encoders: EncodersConfig
     real: RealSetConfig = RealSetConfig()

@@ -1,8 +1,10 @@
-"""The evaluation's image encoders: CLIP vision (with its projection) for CLIP-I, DINOv2 for DINO-I and FD-DINOv2.
+"""The evaluation's image encoders: CLIP vision (with its projection) for CLIP-I, DINOv2 for DINO-I and FD-DINOv2,
+the FID Inception-v3 (pipeline.evaluate.inception) for FID.
 
-Weights are folders as transformers saves them (config.json + model.safetensors), by local path, file:// or s3://
-(fetched once per node into the model cache, as the DTC's are), loaded by transformers from safetensors only (pickle
-files are refused). `tiny` names seeded random encoders for demos and tests: their scores mean nothing.
+CLIP and DINOv2 weights are folders as transformers saves them (config.json + model.safetensors), loaded by
+transformers; the Inception's are one safetensors file (or a folder holding model.safetensors). All by local path,
+file:// or s3:// (fetched once per node into the model cache, as the DTC's are), from safetensors only (pickle files
+are refused). `tiny` names seeded random encoders for demos and tests: their scores mean nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
+from pipeline.evaluate.inception import FEATURES, load_fid_inception, random_fid_inception
 from pipeline.evaluate.weights import DINOV2_EVAL_SIZE, RANDOM_ENCODER, TINY_CLIP_SIZE, EncoderKind, Preprocessing
 from pipeline.model.build import cast, seeded
 from pipeline.model.checkpoint import external_transformers_model
@@ -39,7 +42,8 @@ class ImageEmbedder:
         self.preprocessing = preprocessing
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
-        self.dim = int(model.config.projection_dim if kind == "clip" else model.config.hidden_size)
+        self.dim = FEATURES if kind == "inception" else int(
+            model.config.projection_dim if kind == "clip" else model.config.hidden_size)
 
     def pixel_values(self, pixels: np.ndarray) -> torch.Tensor:
         """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, on the encoder's device and dtype."""
@@ -54,14 +58,20 @@ class ImageEmbedder:
     @torch.inference_mode()
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """CLIP: the projected image embedding (what `clip.encode_image` gives). DINOv2: the CLS token after the final
-        layer norm (`pooler_output`), the feature DINO-I and FD-DINOv2 use."""
-        out = self.model(pixel_values=self.pixel_values(pixels))
+        layer norm (`pooler_output`), the feature DINO-I and FD-DINOv2 use. Inception: the 2048-d pool features."""
+        x = self.pixel_values(pixels)
+        if self.kind == "inception":
+            return self.model(x).float().cpu().numpy()
+        out = self.model(pixel_values=x)
         features = out.image_embeds if self.kind == "clip" else out.pooler_output
         return features.float().cpu().numpy()
 
 
 def random_encoder(kind: EncoderKind) -> nn.Module:
-    """The `tiny` encoder: small, with weights from seed 0 (the same on every worker)."""
+    """The `tiny` encoder: small (the Inception full-size: FID needs its 2048-d features), with weights from seed 0
+    (the same on every worker)."""
+    if kind == "inception":
+        return random_fid_inception()
     with seeded(0, torch.device("cpu")):
         return _MODELS[kind](_TINY_CONFIGS[kind]())
 
@@ -69,12 +79,16 @@ def random_encoder(kind: EncoderKind) -> nn.Module:
 def load_embedder(kind: EncoderKind, source: str, preprocessing: Preprocessing, *,
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                   cache_dir: str | None = None, storage_options: dict | None = None) -> ImageEmbedder:
-    """The encoder named by `source` (a folder, file://, s3:// or `tiny`) on `device` (default CUDA, else CPU)."""
+    """The encoder named by `source` (a folder, file://, s3:// or `tiny`) on `device` (default CUDA, else CPU).
+
+    The Inception always runs in fp32, as pytorch-fid runs it: FID moves with the features' precision."""
     device = select_device(device)
-    dtype = resolve_dtype(device, dtype)
+    dtype = torch.float32 if kind == "inception" else resolve_dtype(device, dtype)
     if source == RANDOM_ENCODER:
         return ImageEmbedder(kind, cast(random_encoder(kind), device=device, dtype=dtype), preprocessing)
     folder = local_path(source, cache_dir=cache_dir, storage_options=storage_options)
+    if kind == "inception":
+        return ImageEmbedder(kind, load_fid_inception(folder, device=device, dtype=dtype), preprocessing)
     model_cls, config_cls = _MODELS[kind], _CONFIGS[kind]
     model = external_transformers_model(
         lambda cfg: model_cls(config_cls.from_dict(cfg)), model_cls.from_pretrained, folder, device=device, dtype=dtype

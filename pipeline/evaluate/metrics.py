@@ -55,6 +55,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
+def frechet_distance_low_rank(x: np.ndarray, y: np.ndarray) -> float:
+    """The Fréchet distance of the Gaussians fitted to the rows of `x` (n, d) and `y` (m, d), exact at any rank.
+
+    With centred rows X, Y, the non-zero eigenvalues of S1 S2 are the squared singular values of X Y^T divided by
+    (n - 1)(m - 1), so Tr (S1 S2)^1/2 is the nuclear norm of X Y^T over sqrt((n - 1)(m - 1)): an n x m problem instead
+    of a d x d matrix square root, and no `eps` is needed where the covariances are singular (n < d).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"a covariance needs at least 2 feature rows, got {n} and {m}")
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    trace_sqrt = np.linalg.svd(xc @ yc.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    return float(diff @ diff + (xc * xc).sum() / (n - 1) + (yc * yc).sum() / (m - 1) - 2.0 * trace_sqrt)
+
+
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """KID's kernel, (x . y / d + 1)^3 (Bińkowski et al., 2018)."""
     return (x @ y.T / x.shape[1] + 1.0) ** 3
@@ -101,12 +118,15 @@ class SetMetric:
 
 
 def frechet_metric(name: str, generated: np.ndarray, real: np.ndarray) -> SetMetric:
-    """The Fréchet distance of two feature sets, `None` with a note when either has fewer than 2 rows."""
+    """The Fréchet distance of two feature sets, `None` with a note when either has fewer than 2 rows. Below as many
+    images as dimensions it is computed in the low-rank form (exact there, and far cheaper than a d x d sqrtm)."""
     n_gen, n_real = len(generated), len(real)
     biased = min(n_gen, n_real) < MIN_UNBIASED_IMAGES
     note = f"biased: fewer than {MIN_UNBIASED_IMAGES} images (n={n_gen} generated, {n_real} real)" if biased else ""
     if n_gen < 2 or n_real < 2:
         return SetMetric(name, None, n_gen, n_real, biased, note="needs at least 2 images on each side")
+    if min(n_gen, n_real) < np.shape(generated)[1]:
+        return SetMetric(name, frechet_distance_low_rank(generated, real), n_gen, n_real, biased, note=note)
     mu1, s1 = gaussian_stats(generated)
     mu2, s2 = gaussian_stats(real)
     return SetMetric(name, frechet_distance(mu1, s1, mu2, s2), n_gen, n_real, biased, note=note)

@@ -12,7 +12,7 @@ from pipeline.errors import JobError, PairError
 from pipeline.model_sources import PICKLE_SUFFIXES
 from pipeline.storage import filesystem, join, read_bytes
 
-EncoderKind = Literal["clip", "dinov2"]
+EncoderKind = Literal["clip", "dinov2", "inception"]
 RANDOM_ENCODER = "tiny"
 # DINOv2 is evaluated at 224 px (16 x 16 patches of 14), as dgm-eval's FD-DINOv2 and the hub's preprocessor do, not
 # at the 518 px its config records for training.
@@ -21,6 +21,8 @@ DINOV2_EVAL_SIZE = 224
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TINY_CLIP_SIZE = 224
+INCEPTION_SIZE = 299
+SAFETENSORS_HEADER_MAX = 100_000_000  # the safetensors format's own limit on its JSON header
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class Preprocessing:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+# The FID Inception sees 299 x 299 inputs scaled from [0, 1] to [-1, 1], as pytorch-fid feeds it.
+INCEPTION = Preprocessing(size=INCEPTION_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def preprocessing_of(kind: EncoderKind, config: dict, processor: dict | None) -> Preprocessing:
@@ -53,8 +59,61 @@ def _json_at(uri: str, s3: S3Config | None, source: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _safetensors_header(fs, path: str, where: str) -> dict:
+    """The JSON header of a safetensors file (8 bytes of length, then the header): read, not the tensors."""
+    try:
+        with fs.open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 0 < length <= SAFETENSORS_HEADER_MAX:
+                raise ValueError(f"header length {length}")
+            header = json.loads(handle.read(length))
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is the job's error, with its cause
+        raise JobError(f"{where}: {path} is not a readable safetensors file: {type(exc).__name__}: {exc}") from None
+    if not isinstance(header, dict):
+        raise JobError(f"{where}: {path} is not a safetensors file (its header is not a JSON object)")
+    return header
+
+
+def check_inception_source(source: str, s3: S3Config | None) -> Preprocessing:
+    """A local .safetensors file, or a folder (local or remote) holding model.safetensors (or a single .safetensors
+    file), whose header reads; the keys are checked strictly where the weights load (pipeline.evaluate.inception)."""
+    where = f"encoders.inception {source}"
+    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
+        raise JobError(f"{where}: pickle-format weights are refused (tryall never unpickles files); convert them to "
+                       "safetensors first (README, Evaluation)")
+    try:
+        fs, path = filesystem(source, s3)
+        if fs.isfile(path):
+            if "://" in source and not source.startswith("file://"):
+                # The node-local model cache (pipeline.model.cache) fetches folders, not single objects.
+                raise JobError(f"{where}: a remote source is a folder holding model.safetensors, not the file itself")
+            files = [path]
+        else:
+            files = [str(f["name"]) for f in fs.ls(path, detail=True) if f.get("type") == "file"] \
+                if fs.isdir(path) else []
+    except JobError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any storage failure here is a job error with its cause
+        raise JobError(f"{where}: cannot be reached: {type(exc).__name__}: {exc}") from None
+    weights = [f for f in files if f.endswith(".safetensors")]
+    named = [f for f in weights if f.rpartition("/")[2] == "model.safetensors"]
+    if len(named) == 1 or len(weights) == 1:
+        _safetensors_header(fs, (named or weights)[0], where)
+        return INCEPTION
+    pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
+    if not weights and pickles:
+        raise JobError(f"{where}: {pickles[0]} is a pickle-format file, refused (tryall never unpickles files); "
+                       "convert it to safetensors first (README, Evaluation)")
+    if not files:
+        raise JobError(f"{where}: nothing there (expected a .safetensors file or a folder holding model.safetensors)")
+    raise JobError(f"{where}: expected one .safetensors file (model.safetensors), found {len(weights)}")
+
+
 def check_source(kind: EncoderKind, source: str, s3: S3Config | None) -> Preprocessing:
-    """A usable encoder folder (config.json and safetensors weights, no pickle only) and its preprocessing."""
+    """A usable encoder source (a folder of config.json and safetensors weights, no pickle; for the FID Inception a
+    safetensors file) and its preprocessing."""
+    if kind == "inception":
+        return INCEPTION if source == RANDOM_ENCODER else check_inception_source(source, s3)
     if source == RANDOM_ENCODER:
         return preprocessing_of(kind, {"image_size": TINY_CLIP_SIZE}, None)
     where = f"encoders.{kind} {source}"

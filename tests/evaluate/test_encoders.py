@@ -106,6 +106,9 @@ def test_pickle_weights_are_refused(tmp_path, encoder_folders):
         load_embedder("clip", str(folder), check_source("clip", "tiny", None))
     with pytest.raises(ConfigError, match="encoders.dinov2.*pickle"):
         load_settings(EvalConfig, None, ["run_folder=x", "encoders.dinov2=s3://m/dinov2.pth"], environment=False)
-    with pytest.raises(ConfigError, match="FID is not available"):
-        load_settings(EvalConfig, None, ["run_folder=x", "encoders.dinov2=tiny", "encoders.inception=/w"],
-                      environment=False)
+    fid_only = load_settings(EvalConfig, None, ["run_folder=x", "encoders.inception=/w/fid.safetensors"],
+                             environment=False)
+    assert (fid_only.encoders.inception, fid_only.encoders.clip, fid_only.encoders.dinov2) == \
+        ("/w/fid.safetensors", None, None)
+    with pytest.raises(ConfigError, match="nothing to evaluate with"):
+        load_settings(EvalConfig, None, ["run_folder=x", "encoders.dtype=fp32"], environment=False)

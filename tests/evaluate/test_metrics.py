@@ -11,7 +11,9 @@ from pipeline.evaluate.metrics import (
     MIN_UNBIASED_IMAGES,
     cosine_score,
     frechet_distance,
+    frechet_distance_low_rank,
     frechet_metric,
+    gaussian_stats,
     kernel_inception_distance,
     kid_metric,
     mmd2_unbiased,
@@ -120,3 +122,21 @@ def test_cosine_score_is_100_times_the_cosine():
     a = np.array([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [-3.0, -4.0]])
     np.testing.assert_allclose(cosine_score(a, b), [0.0, 100.0, -100.0], atol=1e-12)
+
+
+def test_the_low_rank_frechet_distance_equals_the_closed_form_below_as_many_images_as_dimensions():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(9, 40)), rng.normal(1.0, 2.0, size=(6, 40))
+    mu1, s1 = gaussian_stats(x)
+    mu2, s2 = gaussian_stats(y)
+    assert np.linalg.matrix_rank(s1) == 8  # singular: n - 1 < d
+    # The closed form takes square roots of the ~1e-15 eigenvalues of the singular product: good to ~1e-8 only.
+    expected = _closed_form(mu1, s1, mu2, s2)
+    assert frechet_distance_low_rank(x, y) == pytest.approx(expected, rel=1e-7)
+    metric = frechet_metric("fid", x, y)  # the route frechet_metric takes at n < d
+    assert metric.value == pytest.approx(expected, rel=1e-7) and metric.biased
+    assert frechet_distance_low_rank(x, x) == pytest.approx(0.0, abs=1e-9)
+    # Above d images both routes are exact: the low-rank form agrees with the d x d square root.
+    a, b = rng.normal(size=(30, 5)), rng.normal(size=(25, 5)) @ rng.normal(size=(5, 5))
+    assert frechet_distance_low_rank(a, b) == pytest.approx(frechet_distance(*gaussian_stats(a), *gaussian_stats(b)),
+                                                            rel=1e-9)
