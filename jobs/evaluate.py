@@ -5,9 +5,9 @@
     tryall submit evaluate --config configs/evaluate.yaml --set run_folder=...    # on the cluster
 
 Writes `eval/metrics.parquet` (one row per pair and variant: CLIP-I, DINO-I) and `eval/summary.json` (per variant:
-mean scores, FD-DINOv2 and KID against the real set with their n; the paired A/B table), prints the table, then writes
-`report/index.html` (unless report.write is false). Embeddings run on GPU actors when the cluster has GPUs, else on
-CPU. A run folder without summary.json (not finished) is refused with exit status 2.
+mean scores, FD-DINOv2, KID and FID against the real set with their n; the paired A/B table), prints the table, then
+writes `report/index.html` (unless report.write is false). Embeddings run on GPU actors when the cluster has GPUs,
+else on CPU. A run folder without summary.json (not finished) is refused with exit status 2.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Evaluate a finished run: embed its images, score every pair, compare the variants, write `eval/`.
 
     eval/metrics.parquet   one row per metadata row (pair and variant) with the pair's keys, CLIP-I and DINO-I
-    eval/summary.json      counts, per-variant means, FD-DINOv2 and KID against the real set, the paired A/B table
+    eval/summary.json      counts, per-variant means, FD-DINOv2, KID and FID against the real set, the A/B table
 
 Everything that can stop the job (the run not finished, an encoder source unusable) is checked before Ray Data
 starts. A missing or unreadable image is that pair's `failed` evaluation row, counted in the summary.
@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # Per-pair scores: the metric's column, and the encoder it needs.
 PAIR_METRICS = {"clip_i": "clip", "dino_i": "dinov2"}
+# Per-variant scores against the real set: the summary's key, the encoder whose features it takes, and its estimator.
+SET_METRICS: dict[str, tuple[str, Literal["frechet", "kid"]]] = {
+    "fd_dinov2": ("dinov2", "frechet"), "kid_dinov2": ("dinov2", "kid"), "fid": ("inception", "frechet")}
 METRICS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("product_id", pa.string()),
@@ -107,7 +111,7 @@ def _real_items(cfg: EvalConfig, items: _Items, scene_ids: list[str],
 
 
 def _encoders(cfg: EvalConfig) -> dict[str, tuple[str, Preprocessing]]:
-    sources = {"clip": cfg.encoders.clip, "dinov2": cfg.encoders.dinov2}
+    sources = {"clip": cfg.encoders.clip, "dinov2": cfg.encoders.dinov2, "inception": cfg.encoders.inception}
     return {kind: (source, check_source(kind, source, cfg.s3)) for kind, source in sources.items() if source}
 
 
@@ -195,9 +199,10 @@ def _mean(values: list[float]) -> dict:
 
 def _per_variant(cfg: EvalConfig, run: FinishedRun, metrics: pa.Table, pair_items: list[tuple[int, int] | None],
                  real: list[int], emb: Embeddings) -> dict[str, dict]:
-    """Mean scores, and FD-DINOv2 and KID of the variant's outputs against the real set (DINOv2 CLS features)."""
+    """Mean scores, and the set metrics of the variant's outputs against the real set: FD-DINOv2 and KID on DINOv2
+    CLS features, FID on the FID Inception's, each where its encoder was given."""
     ok = emb.ok()
-    reals = emb.vectors["dinov2"][[j for j in real if ok[j]]] if "dinov2" in emb.vectors else None
+    usable_real = [j for j in real if ok[j]]
     variants = metrics.column("variant").to_pylist()
     scored = [s == "ok" for s in metrics.column("eval_status").to_pylist()]
     dist = cfg.distribution
@@ -209,11 +214,14 @@ def _per_variant(cfg: EvalConfig, run: FinishedRun, metrics: pa.Table, pair_item
             if kind in emb.vectors:
                 values = metrics.column(metric).take(rows).to_pylist()
                 entry[metric] = _mean([v for v in values if v is not None])
-        if reals is not None:
-            generated = emb.vectors["dinov2"][[pair_items[i][0] for i in rows if scored[i]]]
-            entry["fd_dinov2"] = frechet_metric("fd_dinov2", generated, reals).as_dict()
-            entry["kid_dinov2"] = kid_metric("kid_dinov2", generated, reals, subset_size=dist.kid_subset_size,
-                                             subsets=dist.kid_subsets, seed=dist.seed).as_dict()
+        generated_items = [pair_items[i][0] for i in rows if scored[i]]
+        for name, (kind, estimator) in SET_METRICS.items():
+            if kind not in emb.vectors:
+                continue
+            generated, reals = emb.vectors[kind][generated_items], emb.vectors[kind][usable_real]
+            metric = frechet_metric(name, generated, reals) if estimator == "frechet" else kid_metric(
+                name, generated, reals, subset_size=dist.kid_subset_size, subsets=dist.kid_subsets, seed=dist.seed)
+            entry[name] = metric.as_dict()
         result[variant] = entry
     return result
 
@@ -256,7 +264,6 @@ def _summary(cfg: EvalConfig, run: FinishedRun, metrics: pa.Table, per_variant: 
         "run_id": run.config.run_id,
         "run_uri": run.uri,
         "encoders": {kind: describe(source) for kind, (source, _) in encoders.items()},
-        "fid": "not computed: no Inception-v3 implementation for safetensors weights is available (see README)",
         "rows": metrics.num_rows,
         "by_eval_status": {s: statuses.get(s, 0) for s in ("ok", "failed", "skipped")},
         "by_eval_error_reason": dict(sorted(reasons.items())),
@@ -287,7 +294,7 @@ def summary_lines(evaluation: Evaluation) -> str:
         for metric in PAIR_METRICS:
             if metric in entry and entry[metric]["mean"] is not None:
                 parts.append(f"{metric} {entry[metric]['mean']:.2f}")
-        for name in ("fd_dinov2", "kid_dinov2"):
+        for name in SET_METRICS:
             if name in entry and entry[name]["value"] is not None:
                 m = entry[name]
                 flag = ", biased" if m["biased"] else ""

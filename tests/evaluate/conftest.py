@@ -33,7 +33,8 @@ def evaluated_run(ab_run, tmp_path_factory) -> EvaluatedRun:
     shutil.copytree(ab_run, folder)  # a copy: read from where it is, not from the rows' output_uri
     product, scene, variant = MISSING
     (folder / "images" / variant / product / f"{scene}.png").unlink()
-    cfg = EvalConfig.model_validate({"run_folder": str(folder), "encoders": {"clip": "tiny", "dinov2": "tiny"},
+    cfg = EvalConfig.model_validate({"run_folder": str(folder),
+                                     "encoders": {"clip": "tiny", "dinov2": "tiny", "inception": "tiny"},
                                      "ab": {"resamples": 500}, "report": {"rows_per_page": 10}})
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -75,6 +75,8 @@ def test_the_review_page_in_headless_chromium(evaluated_run, browser, tmp_path):
     text = browser.find_element("tag name", "body").text
     assert "mask_empty: 4" in text and "evaluation: fetch_missing: 1" in text
     assert "FD-DINOv2" in text and "biased" in text
+    fid = json.loads((folder / "eval" / "summary.json").read_text())["variants"]["a"]["fid"]
+    assert "FID" in text and f"{fid['value']:.4g} (n=4 vs 2, biased)" in text
 
     listed = _pairs_in_order(browser)
     assert len(listed) == 6 and listed == sorted(listed)

@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 from pipeline.config import S3Config
 from pipeline.errors import PairError
 from pipeline.evaluate.config import ReportConfig
-from pipeline.evaluate.evaluation import PAIR_METRICS
+from pipeline.evaluate.evaluation import PAIR_METRICS, SET_METRICS
 from pipeline.evaluate.report.page import (
     METRIC_LABELS,
+    SET_METRIC_LABELS,
     Cell,
     PageContext,
     PairView,
@@ -70,12 +71,13 @@ def _run_summary_html(run: FinishedRun) -> str:
 def _eval_summary_html(summary: dict | None, metrics: list[str]) -> str:
     if summary is None:
         return "<section><h2>Evaluation</h2><p>not evaluated (run jobs.evaluate for scores)</p></section>"
-    header = ["variant", "evaluated", *[METRIC_LABELS[m] + " mean" for m in metrics], "FD-DINOv2", "KID (DINOv2)"]
+    header = ["variant", "evaluated", *[METRIC_LABELS[m] + " mean" for m in metrics],
+              *[SET_METRIC_LABELS[m] for m in SET_METRICS]]
     rows = []
     for variant, entry in summary["variants"].items():
         row: list[object] = [variant, f"{entry['evaluated']} of {entry['rows']}"]
         row += [_mean(entry.get(m)) for m in metrics]
-        for name in ("fd_dinov2", "kid_dinov2"):
+        for name in SET_METRICS:
             m = entry.get(name)
             row.append("–" if not m or m["value"] is None else
                        f"{m['value']:.4g} (n={m['n_generated']} vs {m['n_real']}{', biased' if m['biased'] else ''})")
@@ -85,7 +87,7 @@ def _eval_summary_html(summary: dict | None, metrics: list[str]) -> str:
     parts.append(table_html("Evaluated with", None, [
         ["encoders", encoders], ["real set", f"{summary['real_set']['source']} ({summary['real_set']['usable']} "
                                              "images)"],
-        ["missing images", summary["missing_images"]], ["FID", summary["fid"]]]))
+        ["missing images", summary["missing_images"]]]))
     ab = summary.get("ab")
     if ab:
         parts.append(table_html(

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from pipeline.keys import escape_segment
 
 METRIC_LABELS = {"clip_i": "CLIP-I", "dino_i": "DINO-I"}
+SET_METRIC_LABELS = {"fd_dinov2": "FD-DINOv2", "kid_dinov2": "KID (DINOv2)", "fid": "FID"}
 MAX_FAILURES_LISTED = 200  # per reason; the count says how many more
 
 
