@@ -23,7 +23,7 @@ from typing import Any
 import fsspec
 
 from pipeline.errors import JobError
-from pipeline.model_sources import MODEL_NAMES
+from pipeline.model_sources import MODEL_NAMES, PACKAGED_MODELS, checkpoint_location
 
 INDEX_FILE = "dtc.json"
 
@@ -116,7 +116,9 @@ def read_provenance(source: str, storage_options: dict[str, Any] | None = None) 
     pipeline directory gives the record the model package builds for it. `storage_options` go to
     `fsspec.url_to_fs` (e.g. an S3 endpoint and credentials). JobError if the source is no model.
     """
-    if source in MODEL_NAMES:
+    if source in PACKAGED_MODELS:
+        source = checkpoint_location(source)
+    elif source in MODEL_NAMES:
         return None
     try:
         fs, root = fsspec.url_to_fs(source, **(storage_options or {}))

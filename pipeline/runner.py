@@ -20,7 +20,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
 from pipeline.metadata_row import PAIR_KEY, ROW_SCHEMA, metadata_row
-from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES
+from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES, checkpoint_location
 from pipeline.provenance import hint_branch_trained, read_provenance
 from pipeline.stages import Inference, composite_row, prepare_row
 from pipeline.storage import filesystem, storage_options
@@ -57,7 +57,7 @@ def check_model_source(cfg: RunConfig) -> None:
     Pickle-format files (.bin, .ckpt, ...) are refused here as the model package would refuse them in the
     inference actor: a job error now, not a failed actor after the GPUs were requested.
     """
-    source = cfg.model.source
+    source = checkpoint_location(cfg.model.source)  # a packaged model's files are checked like any checkpoint's
     if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
         raise _refuse_pickle(source, source)
     if source in MODEL_NAMES:

@@ -4,6 +4,7 @@
     python -m pipeline.model convert --from-paint-by-example DIR --out DIR
     python -m pipeline.model convert --from-sd-inpaint DIR --dinov2 DIR --out DIR
     python -m pipeline.model convert --from-config tiny --out DIR
+    python -m pipeline.model convert --from-checkpoint SOURCE --dtype fp16 --out DIR   # a copy in another dtype
 
 Bad input (missing files, pickles, unknown sources) prints one line on stderr and exits with status 2.
 """
@@ -83,6 +84,10 @@ def _convert(args: argparse.Namespace) -> None:
             raise JobError("--from-sd-inpaint needs --dinov2 DIR (the reference encoder's weights)")
         src = args.from_sd_inpaint
         dtc = build_from_sd_inpaint(Path(src), Path(args.dinov2), device=device, dtype=dtype, model_id=src)
+    elif args.from_checkpoint:
+        # Provenance, input layout and configs travel unchanged; only the weights' dtype changes. Loaded in fp32
+        # (the loader serves CPU inference, which it keeps in fp32) and cast here.
+        dtc = load_dtc(args.from_checkpoint, device=device, dtype=torch.float32).to(dtype)
     else:
         dtc = build_random(NAMED_CONFIGS[args.from_config], device, dtype)
     out = save_checkpoint(dtc, args.out)
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--from-paint-by-example", metavar="DIR", help="diffusers PaintByExamplePipeline directory")
     group.add_argument("--from-sd-inpaint", metavar="DIR", help="SD-inpainting pipeline directory (unet/, vae/)")
     group.add_argument("--from-config", choices=sorted(NAMED_CONFIGS), help="random weights of a named size")
+    group.add_argument("--from-checkpoint", metavar="SOURCE", help="any model source: re-saved in --dtype")
     convert.add_argument("--dinov2", metavar="DIR", help="DINOv2 model directory (with --from-sd-inpaint)")
     convert.add_argument("--out", required=True, help="new local directory for the checkpoint")
     convert.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="dtype of the saved weights")

@@ -9,6 +9,8 @@ from typing import Any
 import fsspec
 import torch
 
+from pipeline.model_sources import PACKAGED_MODELS
+
 from .build import build_random
 from .cache import fetch
 from .checkpoint import (
@@ -51,8 +53,8 @@ def load_local(path: Path, *, device: torch.device, dtype: torch.dtype, model_id
         raise CheckpointError(f"{path} is a file; a DTC checkpoint is a directory with {INDEX_FILE}")
     if not path.is_dir():
         raise CheckpointError(
-            f"no such model source: {path} (expected one of {sorted(NAMED_CONFIGS)}, a checkpoint directory, "
-            "a file:// or an s3:// URI)"
+            f"no such model source: {path} (expected one of {', '.join([*NAMED_CONFIGS, *PACKAGED_MODELS])}, a "
+            "checkpoint directory, a file:// or an s3:// URI)"
         )
     if (path / INDEX_FILE).is_file():
         return load_checkpoint(path, device=device, dtype=dtype, model_id=model_id)
@@ -78,8 +80,9 @@ def load_dtc(
 ) -> DTC:
     """The DTC named by `source` on `device` in `dtype`, in eval mode with gradients off.
 
-    source: "tiny" | "sd15" (seeded random weights), a local checkpoint directory, a file:// URI, or a remote URI
-    (s3://bucket/prefix, fetched once per node into `cache_dir`; `storage_options` go to `fsspec.url_to_fs`).
+    source: "tiny" | "small" | "sd15" (seeded random weights), "demo" (the trained model shipped in the package), a
+    local checkpoint directory, a file:// URI, or a remote URI (s3://bucket/prefix, fetched once per node into
+    `cache_dir`; `storage_options` go to `fsspec.url_to_fs`).
     A Paint-by-Example pipeline directory is accepted too and becomes a DTC with a zero hint branch.
     device: default CUDA when present else CPU. dtype: default fp16 on GPU, fp32 on CPU.
     """
@@ -87,6 +90,8 @@ def load_dtc(
     dtype = resolve_dtype(device, dtype)
     if source in NAMED_CONFIGS:
         dtc = build_random(NAMED_CONFIGS[source], device, dtype)
+    elif source in PACKAGED_MODELS:
+        dtc = load_local(PACKAGED_MODELS[source], device=device, dtype=dtype, model_id=source)
     else:
         path = local_path(source, cache_dir=cache_dir, storage_options=storage_options)
         dtc = load_local(path, device=device, dtype=dtype, model_id=source)

@@ -194,9 +194,10 @@ def test_legacy_feature_extractor_config(tmp_path):
 def test_the_driver_knows_every_model_name():
     """The driver checks model.source without importing torch, from its own list of names: keep it complete."""
     from pipeline.model.configs import NAMED_CONFIGS
+    from pipeline.model_sources import PACKAGED_MODELS
     from pipeline.runner import MODEL_NAMES
 
-    assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS}
+    assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS, *PACKAGED_MODELS}
 
 
 def _only_fp16(folder: Path) -> None:
