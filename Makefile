@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # requirements.lock's.
 TORCH ?= $(shell grep -m1 '^torch==' requirements.lock)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-model test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,21 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 demo: setup
 	$(PY) -m jobs.demo
+
+# The packaged demo model (model.source=demo), trained from nothing on this machine: procedural pairs, the VAE as an
+# autoencoder, the DTC by the training job, then the latest checkpoint re-saved in fp16 into the package, and its
+# quality measured on held-out pairs (README, "The demo model").
+DEMO_BUILD := build/demo-model
+DEMO_WEIGHTS := pipeline/model/weights/demo
+demo-model: setup
+	rm -rf $(DEMO_BUILD)
+	$(PY) -m pipeline.procedural $(DEMO_BUILD)/data --pairs 1500
+	$(PY) -m pipeline.train.autoencoder --config configs/train-demo-autoencoder.yaml
+	$(PY) -m jobs.train --config configs/train-demo.yaml
+	rm -rf $(DEMO_WEIGHTS)
+	$(PY) -m pipeline.model convert --dtype fp16 --out $(DEMO_WEIGHTS) \
+		--from-checkpoint $$(ls -d $(DEMO_BUILD)/runs/demo/checkpoint_[0-9]* | tail -n 1)/model
+	$(PY) -m jobs.bench --parts demo_quality --out $(DEMO_BUILD)/quality.json
 
 test: setup
 	$(PY) -m ruff check pipeline jobs tests

