@@ -8,7 +8,9 @@ Parts: `model` (naive reference vs our fast path, then other batch sizes and DPM
 Ray pipeline against the model alone: efficiency, and the framework's overhead with the noop model), `cpu_stages`
 (core-ms per pair of decode, mask, collage, paste-back, encode on a 12 MP scene), `memory` (driver and worker peak
 RSS for a small and a large run), `train` (one training worker's samples/s and peak memory: tiny on CPU, sd15 at 512 px
-on a GPU). Every part records the machine it ran on; benchmarks/README.md explains the fields.
+on a GPU), `demo_quality` (region PSNR against the ground truth on held-out procedural pairs: the demo model, the
+untrained tiny, both with the hint branch zeroed, and the copy-paste collage). Every part records the machine it ran
+on; benchmarks/README.md explains the fields.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from jobs.registry import default_prog
 
-PARTS = ("model", "pipeline", "cpu_stages", "memory", "train")
+PARTS = ("model", "pipeline", "cpu_stages", "memory", "train", "demo_quality")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -63,6 +65,10 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--train-source", help="tiny | sd15 (default: sd15 at 512 px on a GPU, tiny at 256 px on CPU)")
     g.add_argument("--train-resolution", type=int, help="training crop size in px")
     g.add_argument("--train-batch", type=int, help="samples per step of the one worker")
+    g = p.add_argument_group("demo_quality")
+    g.add_argument("--quality-sources", help="comma-separated model sources, the first compared with the second "
+                   "(default demo,tiny)")
+    g.add_argument("--quality-pairs", type=int, help="held-out pairs (default 64)")
     return p
 
 
@@ -150,6 +156,15 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
         overrides = {"source": args.train_source, "resolution": args.train_resolution, "batch_size": args.train_batch}
         return bench_train(dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v}),
                            cpu_threads=args.cpu_threads)
+    if part == "demo_quality":
+        from pipeline.bench.demo_quality import QualityPlan, bench_demo_quality
+
+        plan = QualityPlan(pairs=4, steps=2) if args.quick else QualityPlan()
+        if args.quality_sources:
+            plan = dataclasses.replace(plan, sources=tuple(s for s in args.quality_sources.split(",") if s))
+        if args.quality_pairs:
+            plan = dataclasses.replace(plan, pairs=args.quality_pairs)
+        return bench_demo_quality(dataclasses.replace(plan, torch_threads=args.cpu_threads) if not on_gpu else plan)
     from pipeline.bench.e2e import bench_memory
 
     return bench_memory((20, 40) if args.quick else args.memory_sizes)

@@ -96,6 +96,17 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"train: {train['source']} at {train['resolution']} px on {train['device']} "
                      f"({train['autocast']}), batch {train['batch_size']}: {_fmt(train['samples_per_s'])} samples/s "
                      f"per worker, peak {_fmt(train['peak_memory_gib'])} GiB ({train['peak_memory_kind']})")
+    quality = report.get("demo_quality")
+    if quality:
+        lines.append("")
+        lines.append(f"demo_quality: region PSNR (dB) on {quality['pairs']} held-out pairs at "
+                     f"{quality['plan']['resolution']} px, {quality['plan']['steps']} DDIM steps, guidance "
+                     f"{quality['plan']['guidance']}")
+        for name, stats in quality["region_psnr_db"].items():
+            lines.append(f"  {name:<24} mean {stats['mean']:>6}  min {stats['min']:>6}  max {stats['max']:>6}")
+        for name, diff in quality.items():
+            if name.endswith("_db") and name != "region_psnr_db":
+                lines.append(f"  {name}: {diff['mean']} (95% CI {diff['ci95'][0]} .. {diff['ci95'][1]})")
     lines.append("")
     lines.extend(f"{name} = {_fmt(value)}" for name, value in headline(report).items())
     return "\n".join(lines)
