@@ -1,16 +1,18 @@
 """Benchmarks side by side: `python -m jobs.bench` (or `make bench`) writes one JSON report and prints a table.
 
-    tryall bench                                  # every part, report under benchmarks/results/
+    tryall bench                                  # every part but cluster, report under benchmarks/results/
     tryall bench --parts model,cpu_stages --out /tmp/r.json
     tryall bench --quick                          # test-sized (seconds, figures meaningless)
 
 Parts: `model` (naive reference vs our fast path, then other batch sizes and DPM-Solver++), `pipeline` (the whole
 Ray pipeline against the model alone: efficiency, and the framework's overhead with the noop model), `cpu_stages`
-(core-ms per pair of decode, mask, collage, paste-back, encode on a 12 MP scene), `memory` (driver and worker peak
-RSS for a small and a large run), `train` (one training worker's samples/s and peak memory: tiny on CPU, sd15 at 512 px
-on a GPU), `demo_quality` (region PSNR against the ground truth on held-out procedural pairs: the demo model, the
-untrained tiny, both with the hint branch zeroed, and the copy-paste collage). Every part records the machine it ran
-on; benchmarks/README.md explains the fields.
+(core-ms per pair of decode, mask, collage, paste-back, encode on a 12 MP scene), `memory` (per run size: driver and
+worker private memory, object-store use, time to the first metadata part, per-pair overhead, ratios to the smallest
+run; `--memory-max-seconds` bounds each run), `train` (one training worker's samples/s and peak memory: tiny on CPU,
+sd15 at 512 px on a GPU), `demo_quality` (region PSNR against the ground truth on held-out procedural pairs: the
+demo model, the untrained tiny, both with the hint branch zeroed, and the copy-paste collage), and, only when named,
+`cluster` (a simulated cluster with 1, 2, 4 fake-GPU actors: does throughput scale). Every part records the machine
+it ran on; benchmarks/README.md explains the fields.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from jobs.registry import default_prog
 
-PARTS = ("model", "pipeline", "cpu_stages", "memory", "train", "demo_quality")
+PARTS = ("model", "pipeline", "cpu_stages", "memory", "train", "demo_quality", "cluster")
+DEFAULT_PARTS = PARTS[:-1]  # cluster: opt-in, a run of --cluster-pairs per point
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,7 +42,8 @@ def _ints(text: str) -> tuple[int, ...]:
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog or default_prog("bench"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                   help=f"comma-separated subset of {','.join(PARTS)} (default: all but cluster)")
     p.add_argument("--out", help="report path (default benchmarks/results/<cpu|gpu>-<date>.json)")
     p.add_argument("--quick", action="store_true", help="test-sized runs: checks the bench works, figures meaningless")
     g = p.add_argument_group("model")
@@ -61,6 +65,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="consecutive pairs of one scene in the scene_shared figures (default 8)")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-sizes", type=_ints, default=(1000, 20000), help="pairs per run (default 1000,20000)")
+    g.add_argument("--memory-max-seconds", type=float,
+                   help="stop each run after this long and report it as partial (default: no limit)")
     g = p.add_argument_group("train")
     g.add_argument("--train-source", help="tiny | sd15 (default: sd15 at 512 px on a GPU, tiny at 256 px on CPU)")
     g.add_argument("--train-resolution", type=int, help="training crop size in px")
@@ -69,6 +75,13 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--quality-sources", help="comma-separated model sources, the first compared with the second "
                    "(default demo,tiny)")
     g.add_argument("--quality-pairs", type=int, help="held-out pairs (default 64)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster-pairs", type=int, default=100_000, help="pairs per point (default 100000)")
+    g.add_argument("--cluster-actors", type=_ints, default=(1, 2, 4), help="fake-GPU actors per point (default 1,2,4)")
+    g.add_argument("--cluster-sleep", type=float, default=0.1, help="the model's seconds per batch (default 0.1)")
+    g.add_argument("--cluster-batch", type=int, default=16, help="pairs per model batch (default 16)")
+    g.add_argument("--cluster-cpu-nodes", type=int, default=2, help="CPU worker nodes (default 2)")
+    g.add_argument("--cluster-node-cpus", type=int, default=4, help="logical CPUs per CPU node (default 4)")
     return p
 
 
@@ -165,9 +178,18 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
         if args.quality_pairs:
             plan = dataclasses.replace(plan, pairs=args.quality_pairs)
         return bench_demo_quality(dataclasses.replace(plan, torch_threads=args.cpu_threads) if not on_gpu else plan)
-    from pipeline.bench.e2e import bench_memory
+    if part == "cluster":
+        from pipeline.bench.cluster import ClusterPlan, bench_cluster
 
-    return bench_memory((20, 40) if args.quick else args.memory_sizes)
+        if args.quick:
+            return bench_cluster(ClusterPlan(pairs=48, actors=(1, 2), sleep_s=0.2, batch_size=4, cpu_nodes=1,
+                                             cpus_per_node=2, object_store_mib=128))
+        return bench_cluster(ClusterPlan(pairs=args.cluster_pairs, actors=args.cluster_actors,
+                                         sleep_s=args.cluster_sleep, batch_size=args.cluster_batch,
+                                         cpu_nodes=args.cluster_cpu_nodes, cpus_per_node=args.cluster_node_cpus))
+    from pipeline.bench.memory import bench_memory
+
+    return bench_memory((20, 40) if args.quick else args.memory_sizes, max_seconds=args.memory_max_seconds)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,17 @@
 - overhead: the same with the `noop` model (returns the scene crop) on tiny images: what a pair costs the framework
   (Ray Data tasks and transfers, the driver's metadata writing, the CPU stages on tiny images), in wall milliseconds
   per pair on this machine, and in CPU core-milliseconds of every process of the run (driver, raylet, workers).
-- memory: peak RSS of the driver and of each Ray worker for a small and a large run (noop, tiny images).
+
+The memory part (`pipeline.bench.memory`) and the cluster part (`pipeline.bench.cluster`) use this module's inputs,
+configs and batch clock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.bench.images import encode, photo_like
-from pipeline.bench.measure import CpuSampler, MemorySampler
+from pipeline.bench.measure import CpuSampler
 from pipeline.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -138,15 +137,16 @@ def local_ray(num_gpus: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _batch_clock(arrivals: list[tuple[float, float, int]], cpu: CpuSampler) -> Iterator[None]:
-    """Record (wall time, CPU seconds so far, rows) each time the runner hands a finished batch to its metadata
-    writer. Instrumentation for the measurement only: the writer's behaviour is unchanged."""
+def batch_clock(arrivals: list[tuple[float, float, int]], cpu: CpuSampler | None = None) -> Iterator[None]:
+    """Record (wall time, CPU seconds so far or 0.0 without `cpu`, rows) each time the runner hands a finished batch
+    to its metadata writer. Instrumentation for the measurement only: the writer's behaviour is unchanged. Without
+    `cpu` no /proc scan is made per batch, so long runs are not slowed by the clock."""
     from pipeline import record
 
     original = record.MetadataWriter.add
 
     def add(self: Any, rows: Any) -> None:
-        arrivals.append((time.perf_counter(), cpu.now(), rows.num_rows))
+        arrivals.append((time.perf_counter(), cpu.now() if cpu else 0.0, rows.num_rows))
         original(self, rows)
 
     record.MetadataWriter.add = add  # type: ignore[method-assign]
@@ -161,7 +161,7 @@ def timed_run(cfg: RunConfig) -> dict[str, Any]:
     from pipeline.runner import run
 
     arrivals: list[tuple[float, float, int]] = []
-    with CpuSampler() as cpu, _batch_clock(arrivals, cpu):
+    with CpuSampler() as cpu, batch_clock(arrivals, cpu):
         start = time.perf_counter()
         result = run(cfg)
         wall = time.perf_counter() - start
@@ -363,57 +363,3 @@ def bench_pipeline(plan: PipelinePlan | None = None, workdir: Path | None = None
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e3, 2)
-
-
-def bench_memory(sizes: tuple[int, ...] = (1000, 20000), workdir: Path | None = None) -> dict[str, Any]:
-    """Peak RSS of the driver and the workers for runs of each size (noop model, 96x72 scenes, 64 px crops). Each
-    size runs as its own driver process with its own local Ray, so every peak belongs to that run alone."""
-    results = []
-    with contextlib.ExitStack() as stack:
-        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tryall-mem-")))
-        for n in sizes:
-            out = subprocess.run(
-                [sys.executable, "-m", "pipeline.bench.e2e", "memory", str(n), str(root / f"run-{n}")],
-                capture_output=True, text=True, check=False,
-            )
-            if out.returncode:
-                raise RuntimeError(f"memory run of {n} pairs failed:\n{out.stderr[-4000:]}")
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    first, last = results[0], results[-1]
-
-    def ratio(key: str) -> float | None:
-        a, b = first.get(key), last.get(key)
-        return round(b / a, 3) if a and b else None
-
-    ratios = {"driver": ratio("driver_peak_rss_mib"), "worker": ratio("worker_peak_rss_mib")}
-    return {
-        "runs": results,
-        "driver_ratio": ratios["driver"],
-        "worker_ratio": ratios["worker"],
-        "driver_anon_ratio": ratio("driver_peak_anon_mib"),
-        "worker_anon_ratio": ratio("worker_peak_anon_mib"),
-        "within_1_5x": all(r is not None and r <= 1.5 for r in ratios.values()),
-        "note": "peak RSS (VmHWM from /proc, sampled every 0.5 s) of a fresh driver process per size and of each Ray "
-                "worker; worker = the largest single worker peak. RSS counts the pages of Ray's shared-memory object "
-                "store a process touched; *_anon_* is private memory only (RssAnon, peak of the samples)",
-    }
-
-
-def _memory_child(n: int, root: Path) -> dict[str, Any]:
-    import torch
-
-    gpus = torch.cuda.device_count()
-    inputs = write_inputs(root / "in", n, (96, 72), (48, 48))
-    cfg = run_config(inputs, root / "out", f"mem-{n}", source="noop", resolution=64, steps=1, batch_size=4,
-                     gpus=gpus)
-    with local_ray(gpus), MemorySampler(0.5) as sampler:
-        run = timed_run(cfg)
-    return {"pairs": n, **sampler.summary(), "wall_s": run["wall_s"], "ms_per_pair": round(run["wall_s"] / n * 1e3, 2),
-            "steady_ms_per_pair": _ms(run.get("steady_seconds_per_pair")), "ok": run["ok"], "failed": run["failed"]}
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "memory":
-        print(json.dumps(_memory_child(int(sys.argv[2]), Path(sys.argv[3]))))
-    else:
-        sys.exit("usage: python -m pipeline.bench.e2e memory PAIRS WORKDIR")

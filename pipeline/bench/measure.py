@@ -145,17 +145,62 @@ class MemorySampler(_Sampler):
         workers = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and _is_worker(self.names[pid])}
         others = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and pid not in workers}
         top = max(workers.items(), key=lambda kv: kv[1]) if workers else None
-        anon_workers = [self.anon_peaks.get(pid, 0.0) for pid in workers]
+        anon_top = max(workers, key=lambda pid: self.anon_peaks.get(pid, 0.0)) if workers else None
         return {
             "driver_peak_rss_mib": driver,
             "worker_peak_rss_mib": top[1] if top else None,
             "worker_peak_process": self.names[top[0]] if top else None,
             "driver_peak_anon_mib": self.anon_peaks.get(os.getpid()),
-            "worker_peak_anon_mib": max(anon_workers) if anon_workers else None,
+            "worker_peak_anon_mib": self.anon_peaks.get(anon_top, 0.0) if anon_top else None,
+            "worker_peak_anon_process": self.names[anon_top] if anon_top else None,
             "worker_peaks_rss_mib": {self.names[pid][:60]: mib for pid, mib in sorted(workers.items())},
             "workers_seen": len(workers),
             "other_ray_processes_peak_rss_mib": round(max(others.values()), 1) if others else None,
             "all_processes_max_total_rss_mib": self.max_total_rss_mib,
+        }
+
+
+class ObjectStoreSampler(_Sampler):
+    """Samples, every `interval_s`, the bytes held in the object stores of every node of the connected Ray cluster,
+    from the raylet's store stats (the figures behind `ray memory --stats-only`); ray.available_resources() does not
+    show them: its `object_store_memory` is a scheduling resource, not what is stored. Call inside a running Ray."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        super().__init__(interval_s)
+        import ray
+        from ray._private.internal_api import get_state_from_address
+
+        self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
+        self.samples = 0
+        self.peak_used_mib = 0.0
+        self.capacity_mib: float | None = None
+        self.peak_spilled_mib = 0.0
+        self.peak_objects = 0
+        self._sum_used_mib = 0.0
+
+    def sample(self) -> None:
+        from ray._private.internal_api import get_memory_info_reply
+
+        try:
+            stats = get_memory_info_reply(self._state, timeout_seconds=10.0).store_stats
+        except Exception:  # noqa: BLE001 - a missed sample (Ray shutting down), not a failed measurement
+            return
+        used = stats.object_store_bytes_used / 2**20
+        self.samples += 1
+        self._sum_used_mib += used
+        self.peak_used_mib = max(self.peak_used_mib, round(used, 2))
+        self.capacity_mib = round(stats.object_store_bytes_avail / 2**20, 1)
+        self.peak_spilled_mib = max(self.peak_spilled_mib, round(stats.spilled_bytes_total / 2**20, 2))
+        self.peak_objects = max(self.peak_objects, stats.num_local_objects)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "object_store_peak_used_mib": self.peak_used_mib,
+            "object_store_mean_used_mib": round(self._sum_used_mib / self.samples, 2) if self.samples else None,
+            "object_store_capacity_mib": self.capacity_mib,
+            "object_store_peak_objects": self.peak_objects,
+            "object_store_spilled_mib": self.peak_spilled_mib,
+            "object_store_samples": self.samples,
         }
 
 
@@ -193,3 +238,19 @@ class CpuSampler(_Sampler):
         """CPU seconds used since the block started, sampled now."""
         self.sample()
         return self.seconds
+
+
+def run_child(cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run a bench child in its own session; past `timeout_s` end its whole process group (the child, the Ray it
+    started, nothing else). Returns (return code, stdout, stderr); -9 when it was ended."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, err = child.communicate()
+    return child.returncode, out, err
