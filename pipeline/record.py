@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.cost import cost_projection
+from pipeline.key_sets import KeySet
 from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY
 from pipeline.storage import TEMP_PREFIX, filesystem, join, write_bytes
 
@@ -68,6 +69,19 @@ def done_keys(cfg: RunConfig, retry_failed: bool) -> pa.Table:
     if dataset is None:
         return METADATA_SCHEMA.empty_table().select(PAIR_KEY)
     return dataset.to_table(columns=list(PAIR_KEY))
+
+
+def done_key_set(cfg: RunConfig, retry_failed: bool) -> KeySet:
+    """`done_keys` as a KeySet, read batch by batch: 16 bytes a recorded pair, whatever its ids hold."""
+    if retry_failed:
+        _drop_failed_rows(cfg)
+    return recorded_key_set(cfg)
+
+
+def recorded_key_set(cfg: RunConfig) -> KeySet:
+    """The pairs that have a row in the run folder now, whatever their status."""
+    dataset = metadata_dataset(cfg)
+    return KeySet.of(dataset.to_batches(columns=list(PAIR_KEY)) if dataset is not None else [])
 
 
 def _drop_failed_rows(cfg: RunConfig) -> None:
@@ -172,14 +186,53 @@ def clear_summary(cfg: RunConfig) -> None:
         fs.rm(path)
 
 
-def build_summary(cfg: RunConfig, table: pa.Table, *, attempt_pairs: int, wall_s: float, gpu_s: float) -> dict:
-    statuses = Counter(table.column("status").to_pylist())
-    reasons = Counter(r for r in table.column("error_reason").to_pylist() if r)
+TALLIED = ("status", "error_reason", "variant", "inference_s")
+
+
+@dataclass
+class RowTally:
+    """What the summary counts of the run's rows, added up batch by batch: memory stays flat in the run's size."""
+
+    rows: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    variants: dict[str, Counter] = field(default_factory=dict)
+    inference_s: float = 0.0
+
+    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
+        self.rows += rows.num_rows
+        statuses = rows.column("status").to_pylist()
+        self.statuses.update(statuses)
+        self.reasons.update(r for r in rows.column("error_reason").to_pylist() if r)
+        for variant, status in zip(rows.column("variant").to_pylist(), statuses, strict=True):
+            self.variants.setdefault(variant, Counter())[status] += 1
+        self.inference_s += pc.sum(rows.column("inference_s")).as_py() or 0.0
+
+    def by_variant(self) -> dict[str, dict[str, int]]:
+        """Rows by variant and status: {"a": {"ok": 3, "failed": 1}, ...}."""
+        return {v: {"ok": 0, "failed": 0, **c} for v, c in sorted(self.variants.items())}
+
+
+def tally_rows(cfg: RunConfig) -> RowTally:
+    """The run folder's rows, counted part by part."""
+    tally = RowTally()
+    dataset = metadata_dataset(cfg)
+    for batch in dataset.to_batches(columns=list(TALLIED)) if dataset is not None else []:
+        tally.add(batch)
+    return tally
+
+
+def build_summary(cfg: RunConfig, rows: pa.Table | RowTally, *, attempt_pairs: int, wall_s: float,
+                  gpu_s: float) -> dict:
+    if isinstance(rows, pa.Table):
+        table, rows = rows, RowTally()
+        rows.add(table)
+    statuses = rows.statuses
     return {
         "run_id": cfg.run_id,
-        "pairs": table.num_rows,
+        "pairs": rows.rows,
         "by_status": {"ok": statuses.get("ok", 0), "failed": statuses.get("failed", 0)},
-        "by_error_reason": dict(sorted(reasons.items())),
+        "by_error_reason": dict(sorted(rows.reasons.items())),
         "this_attempt": {
             "pairs": attempt_pairs,
             "wall_s": round(wall_s, 3),
@@ -187,9 +240,9 @@ def build_summary(cfg: RunConfig, table: pa.Table, *, attempt_pairs: int, wall_s
             "pairs_per_second": round(attempt_pairs / wall_s, 4) if wall_s > 0 else 0.0,
         },
         # The whole run's model time (every attempt's rows) per image made.
-        "cost": cost_projection(pc.sum(table.column("inference_s")).as_py() or 0.0, statuses.get("ok", 0),
-                                cfg.cost.gpu_hourly_usd, basis="inference seconds on the GPU actors summed over the "
-                                "run's rows (model time; idle and start-up time not counted)"),
+        "cost": cost_projection(rows.inference_s, statuses.get("ok", 0), cfg.cost.gpu_hourly_usd,
+                                basis="inference seconds on the GPU actors summed over the run's rows (model time; "
+                                "idle and start-up time not counted)"),
         "config_hash": cfg.config_hash(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -15,12 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline import record, selection
+from pipeline import planning, record, selection
 from pipeline.config import RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
-from pipeline.metadata_row import PAIR_KEY, ROW_SCHEMA, metadata_row
+from pipeline.metadata_row import ROW_SCHEMA, metadata_row
 from pipeline.model_sources import MODEL_NAMES, PICKLE_SUFFIXES, checkpoint_location
+from pipeline.planning import PlannedPass
 from pipeline.provenance import hint_branch_trained, read_provenance
 from pipeline.stages import Inference, composite_row, prepare_row
 from pipeline.storage import filesystem, storage_options
@@ -98,32 +99,8 @@ def model_records(cfg: RunConfig) -> dict[str, dict]:
     return records
 
 
-def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
-    """The pairs this attempt must compute: all, less those an earlier attempt of the run finished."""
-    return _without(pairs, record.done_keys(cfg, retry_failed=cfg.retry_failed))
-
-
-def pairs_without_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
-    """The pairs that have no metadata row in the run folder now (unlike `pending_pairs`, never drops a row)."""
-    return _without(pairs, record.done_keys(cfg, retry_failed=False))
-
-
-def _without(pairs: pa.Table, done: pa.Table) -> pa.Table:
-    """`pairs` less those whose PAIR_KEY is in `done`: an anti-join compares the ids themselves, whatever they hold."""
-    if not done.num_rows:
-        return pairs
-    return pairs.join(done, keys=list(PAIR_KEY), join_type="left anti")
-
-
-def order_by_scene(pairs: pa.Table) -> pa.Table:
-    """A scene's pairs side by side, so that consecutive pairs of one task share it: the CPU stages then reuse the
-    scene they prepared or decoded for the previous pair (`preprocess.SceneMemo`, `postprocess.SceneCache`)."""
-    return pairs.sort_by([("scene_id", "ascending"), ("product_id", "ascending")])
-
-
-def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
-    pairs = order_by_scene(pairs)
-    blocks = [pairs.slice(i, BLOCK_ROWS) for i in range(0, pairs.num_rows, BLOCK_ROWS)]
+def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset) -> ray.data.Dataset:
+    """The three stages over a stream of pairs, in blocks of BLOCK_ROWS pairs (the unit a lost worker loses)."""
     compute = cfg.compute
     # Work whose worker process died is retried a bounded number of times (Ray Data's defaults retry it forever, so a
     # pair that crashes its worker would loop): the actors still restart without limit (a lost spot node must not
@@ -131,7 +108,7 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     retries = compute.max_task_retries
     # Passed as keyword arguments: Ray Data has no named parameters for these, and `ray_remote_args` is deprecated.
     dataset = (
-        ray.data.from_arrow(blocks)
+        pairs.repartition(target_num_rows_per_block=BLOCK_ROWS)
         .map(prepare_row, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
         .map_batches(
             Inference,
@@ -152,16 +129,11 @@ def build_dataset(cfg: RunConfig, pairs: pa.Table) -> ray.data.Dataset:
     return dataset
 
 
-def variant_batches(cfg: RunConfig, todo: pa.Table):
-    """The finished rows of every variant, one Ray Data pass per variant (each with its own model and sampling)."""
-    for name in cfg.variant_names():
-        part = todo.filter(pc.equal(todo.column("variant"), name)) if cfg.variants else todo
-        if not part.num_rows:
-            continue
-        if cfg.variants:
-            log.info("variant %s: %d pairs to compute", name, part.num_rows)
-        yield from build_dataset(cfg.for_variant(name), part).iter_batches(batch_size=None, batch_format="pyarrow")
-        release_actors()
+def pass_batches(cfg: RunConfig, planned: PlannedPass):
+    """The finished rows of one variant's pass (its own model and sampling), as Ray Data hands them over."""
+    variant_cfg = cfg.for_variant(planned.variant)
+    dataset = build_dataset(variant_cfg, planning.pair_stream(cfg, planned))
+    yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def release_actors() -> None:
@@ -217,55 +189,70 @@ def run(cfg: RunConfig) -> RunResult:
     """Run (or resume) `cfg.run_id`; returns the summary that was written last to the run folder."""
     started = time.monotonic()
     started_at = selection.now_iso()
-    manifests = load_manifests(cfg.catalogue_uri, cfg.scenes_uri, cfg.pairs_uri, cfg.s3)
+    manifests = load_manifests(cfg.catalogue_uri, cfg.scenes_uri, cfg.pairs_uri, cfg.s3,
+                               variants=cfg.variant_names())
     for name in cfg.variant_names():
         check_model_source(cfg.for_variant(name))
     models = model_records(cfg)
     check_output_writable(cfg)
-    planned = selection.plan(cfg, manifests, started_at=started_at)
-    pairs = planned.pairs
+    choice = selection.choose(cfg, manifests, started_at=started_at)
     record.clear_summary(cfg)
-    todo = pending_pairs(cfg, pairs)
-    log.info("run %s: %d pairs, %d already done, %d to compute; output %s",
-             cfg.run_id, pairs.num_rows, pairs.num_rows - todo.num_rows, todo.num_rows, cfg.run_uri)
+    done = record.done_key_set(cfg, retry_failed=cfg.retry_failed)
+    if not ray.is_initialized():
+        ray.init()
+    passes = planning.write_plan(cfg, manifests, choice, done)  # CPU tasks only: no GPU is requested before this
+    todo = sum(p.pairs for p in passes)
+    log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, len(done), cfg.run_uri)
 
     gpu_s = 0.0
-    if todo.num_rows:
-        if not ray.is_initialized():
-            ray.init()
+    if todo:
         writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
-        progress = record.Progress(total=todo.num_rows, interval_s=cfg.progress_interval_s)
-        stopped = None
-        try:
-            for batch in variant_batches(cfg, todo):
-                writer.add(batch)
-                gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0
-                line = progress.update(batch.column("status").to_pylist())
-                if line:
-                    log.info(line)
-        except Exception as exc:
-            writer.flush()  # keep what finished: a rerun computes only the rest
-            if not isinstance(exc, WORKER_DEATHS):
-                raise
-            stopped = _run_stopped(cfg, exc)  # raised below: Ray Data has logged the cause with its traceback
-        if stopped is not None:
-            release_actors()  # only now: the caught exception's traceback referenced them
-            raise stopped
-        writer.flush()
-        # Pairs of blocks Ray Data dropped have no row (read back only when rows are missing).
-        lost = pairs_without_rows(cfg, todo) if progress.done < todo.num_rows else todo.slice(0, 0)
-        if lost.num_rows:
-            log.warning("%d pairs got no result (their worker died %d times): recorded as %s",
-                        lost.num_rows, cfg.compute.max_task_retries + 1, WORKER_LOST)
-            writer.add(worker_lost_rows(cfg, lost))
-            writer.flush()
-            progress.update(["failed"] * lost.num_rows)
+        progress = record.Progress(total=todo, interval_s=cfg.progress_interval_s)
+        for planned in passes:
+            if planned.pairs:
+                gpu_s += _run_pass(cfg, planned, writer, progress)
         log.info(progress.line())
 
-    table = record.read_metadata(cfg)
-    summary = record.build_summary(cfg, table, attempt_pairs=todo.num_rows, wall_s=time.monotonic() - started,
-                                   gpu_s=gpu_s)
-    summary.update(started_at=started_at, selection=planned.selection, variants=cfg.variant_names(),
-                   by_variant=selection.variant_counts(table), models=models)
+    tally = record.tally_rows(cfg)
+    summary = record.build_summary(cfg, tally, attempt_pairs=todo, wall_s=time.monotonic() - started, gpu_s=gpu_s)
+    summary.update(started_at=started_at, selection=choice.selection, variants=cfg.variant_names(),
+                   by_variant=tally.by_variant(), models=models)
     record.write_summary(cfg, summary)
+    planning.remove_plan(cfg)
     return RunResult(summary=summary, run_uri=cfg.run_uri)
+
+
+def _run_pass(cfg: RunConfig, planned: PlannedPass, writer: record.MetadataWriter, progress: record.Progress) -> float:
+    """One variant's pass: its rows written as they come, then `worker_lost` rows for its pairs that got none.
+    Returns the pass's GPU seconds."""
+    if cfg.variants:
+        log.info("variant %s: %d pairs to compute", planned.variant, planned.pairs)
+    gpu_s, received, stopped = 0.0, 0, None
+    try:
+        for batch in pass_batches(cfg, planned):
+            writer.add(batch)
+            received += batch.num_rows
+            gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0
+            line = progress.update(batch.column("status").to_pylist())
+            if line:
+                log.info(line)
+    except Exception as exc:
+        writer.flush()  # keep what finished: a rerun computes only the rest
+        if not isinstance(exc, WORKER_DEATHS):
+            raise
+        stopped = _run_stopped(cfg, exc)  # raised below: Ray Data has logged the cause with its traceback
+    release_actors()  # only now: a caught exception's traceback referenced them
+    if stopped is not None:
+        raise stopped
+    writer.flush()
+    if received < planned.pairs:  # pairs of blocks Ray Data dropped have no row: read back only then
+        recorded = record.recorded_key_set(cfg)
+        lost = 0
+        for missing in planning.unrecorded(cfg, planned, recorded):
+            writer.add(worker_lost_rows(cfg, missing))
+            progress.update(["failed"] * missing.num_rows)
+            lost += missing.num_rows
+        writer.flush()
+        log.warning("%d pairs got no result (their worker died %d times): recorded as %s",
+                    lost, cfg.compute.max_task_retries + 1, WORKER_LOST)
+    return gpu_s

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from pipeline import record
 from pipeline.config import RunConfig, SelectionConfig
 from pipeline.errors import JobError
 from pipeline.keys import DEFAULT_VARIANT
-from pipeline.manifests import Manifests
+from pipeline.manifests import Manifests, read_pairs
 from pipeline.metadata_row import METADATA_SCHEMA
 from pipeline.pairing import make_pairs, stable_hash
 from pipeline.storage import filesystem, join
@@ -203,16 +203,20 @@ def finished_runs(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def ok_products(cfg: RunConfig, run_ids: list[str]) -> pa.Table:
-    """`product_id`, `product_uri` of every `ok` row of the given runs under cfg.output_uri (distinct)."""
+    """`product_id`, `product_uri` of every `ok` row of the given runs under cfg.output_uri (distinct).
+
+    Read batch by batch and made distinct as it goes: memory follows the products, not the runs' rows.
+    """
     columns = ["product_id", "product_uri"]
-    tables = []
+    distinct = METADATA_SCHEMA.empty_table().select(columns)
     for run_id in run_ids:
         dataset = record.dataset_at(join(cfg.output_uri, run_id, "metadata"), cfg)
-        if dataset is not None:
-            tables.append(dataset.to_table(columns=columns, filter=pc.field("status") == "ok"))
-    if not tables:
-        return METADATA_SCHEMA.empty_table().select(columns)
-    return pa.concat_tables(tables).group_by(columns).aggregate([])
+        if dataset is None:
+            continue
+        for batch in dataset.to_batches(columns=columns, filter=pc.field("status") == "ok"):
+            seen = pa.concat_tables([distinct, pa.Table.from_batches([batch], schema=distinct.schema)])
+            distinct = seen.group_by(columns).aggregate([])
+    return distinct.select(columns)
 
 
 def incremental_catalogue(cfg: RunConfig, catalogue: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
@@ -268,8 +272,16 @@ def expand_variants(pairs: pa.Table, names: list[str]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None) -> Plan:
-    """The run's pairs after selection, pairing and variants, and the summary's `selection` record."""
+@dataclass(frozen=True)
+class Choice:
+    """The catalogue products a run takes, and what the summary records about the choice."""
+
+    catalogue: pa.Table
+    selection: dict[str, Any]
+
+
+def choose(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None) -> Choice:
+    """The products the run takes after categories, ids, shard and the incremental comparison (one row a product)."""
     sel = cfg.selection
     catalogue = manifests.catalogue
     ids = selected_ids(cfg)
@@ -283,13 +295,6 @@ def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None)
     chosen = sliced
     if sel.incremental:
         chosen, info = incremental_catalogue(cfg, sliced)
-    pairs_manifest = manifests.pairs
-    if pairs_manifest is not None:
-        pairs_manifest = pairs_manifest.filter(
-            pc.is_in(pairs_manifest.column("product_id"), value_set=chosen.column("product_id"))
-        )
-    pairs = make_pairs(replace(manifests, catalogue=chosen, pairs=pairs_manifest), cfg.pairing, cfg.sampling.seed)
-    pairs = expand_variants(pairs, cfg.variant_names())
     recorded = {
         "incremental": bool(sel.incremental),
         "covers_catalogue": sel.covers_catalogue,
@@ -304,20 +309,40 @@ def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None)
         "started_at": started_at,
         **info,
     }
-    log.info("selection: %d of %d catalogue products (%d after categories/ids/shard)%s; %d pairs in %d variant(s)",
+    log.info("selection: %d of %d catalogue products (%d after categories/ids/shard)%s; %d variant(s)",
              chosen.num_rows, catalogue.num_rows, sliced.num_rows,
              f", incremental against {info.get('baseline_run') or 'earlier runs metadata'}" if sel.incremental else "",
-             pairs.num_rows, len(cfg.variant_names()))
-    return Plan(pairs=pairs, selection=recorded)
+             len(cfg.variant_names()))
+    return Choice(catalogue=chosen.select(["product_id", "image_uri", "category"]), selection=recorded)
 
 
-def variant_counts(table: pa.Table) -> dict[str, dict[str, int]]:
-    """Metadata rows by variant and status: {"a": {"ok": 3, "failed": 1}, ...}."""
-    counts: dict[str, dict[str, int]] = {}
-    for variant, status in zip(table.column("variant").to_pylist(), table.column("status").to_pylist(), strict=True):
-        bucket = counts.setdefault(variant, {"ok": 0, "failed": 0})
-        bucket[status] = bucket.get(status, 0) + 1
-    return dict(sorted(counts.items()))
+def pairs_of(cfg: RunConfig, chosen: pa.Table, scenes: pa.Table, chunk: pa.Table | None,
+             variant: str | None = None) -> pa.Table:
+    """The pairs of one chunk, in PAIR_SCHEMA: a pairs-manifest chunk (contract columns) when the pairing strategy is
+    `pairs`, else `chosen` itself (a chunk of the chosen catalogue). Pairing is per product, so the union over chunks
+    is the plan of the whole. `variant`: only that variant's pairs (None: every variant)."""
+    if cfg.pairing.strategy == "pairs":
+        assert chunk is not None, "pairing strategy 'pairs' needs a pairs manifest"
+        chunk = chunk.filter(pc.is_in(chunk.column("product_id"), value_set=chosen.column("product_id")))
+        chosen = chosen.filter(pc.is_in(chosen.column("product_id"), value_set=chunk.column("product_id")))
+    pairs = make_pairs(Manifests(catalogue=chosen, scenes=scenes, pairs=chunk), cfg.pairing, cfg.sampling.seed)
+    pairs = expand_variants(pairs, cfg.variant_names())
+    if variant is not None:
+        pairs = pairs.filter(pc.equal(pairs.column("variant"), variant))
+    return pairs
+
+
+def plan(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = None) -> Plan:
+    """The run's pairs after selection, pairing and variants, as one table, and the summary's `selection` record.
+
+    For tools and tests on small inputs: a run plans chunk by chunk (`pipeline.planning`), with the same result.
+    """
+    choice = choose(cfg, manifests, started_at=started_at)
+    chunk = manifests.pairs
+    if chunk is None and manifests.pairs_uri:
+        chunk = read_pairs(manifests.pairs_uri, cfg.s3)
+    pairs = pairs_of(cfg, choice.catalogue, manifests.scenes, chunk)
+    return Plan(pairs=pairs, selection=choice.selection)
 
 
 def now_iso() -> str:

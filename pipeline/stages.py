@@ -22,11 +22,15 @@ from pipeline.metadata_row import metadata_row
 from pipeline.model_sources import NOOP_MODEL
 from pipeline.postprocess import composite_pair
 from pipeline.preprocess import prepare_pair
-from pipeline.storage import join, read_bytes, storage_options, write_bytes
+from pipeline.storage import LastFile, join, read_bytes, storage_options, write_bytes
 
 log = logging.getLogger(__name__)
 
 ARRAY_COLUMNS = ("scene_crop", "mask_crop", "hint", "reference")
+
+# Per process, the scene and mask files the CPU stages read last: a scene's pairs arrive together, so each stage
+# reads a scene once per run of its pairs, and no scene bytes travel between the stages.
+PREPARE_SCENE_FILE, PREPARE_MASK_FILE, COMPOSITE_SCENE_FILE = LastFile(), LastFile(), LastFile()
 
 
 def image_settings(cfg: RunConfig) -> ImageSettings:
@@ -72,7 +76,7 @@ def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     settings = image_settings(cfg)
     res, ref = settings.resolution, settings.reference_size
-    row.update(status="ok", error_reason="", error_message="", scene_bytes=b"", region=b"",
+    row.update(status="ok", error_reason="", error_message="", region=b"",
                window=np.zeros(4, np.int64), scene_width=0, scene_height=0)
     arrays = {
         "scene_crop": np.zeros((res, res, 3), np.uint8),
@@ -82,14 +86,14 @@ def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     }
     try:
         box = parse_box(row["box"])
-        scene_bytes = read_bytes(row["scene_uri"], cfg.s3)
+        scene_bytes = PREPARE_SCENE_FILE.read(row["scene_uri"], cfg.s3)
         product_bytes = read_bytes(row["product_uri"], cfg.s3)
-        mask_bytes = read_bytes(row["mask_uri"], cfg.s3) if row["mask_uri"] else None
+        mask_bytes = PREPARE_MASK_FILE.read(row["mask_uri"], cfg.s3) if row["mask_uri"] else None
         prepared = prepare_pair(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
         arrays.update(scene_crop=prepared.scene_crop, mask_crop=prepared.mask_crop, hint=prepared.hint,
                       reference=prepared.reference)
         # The region travels packed (its bbox, one bit a pixel): postprocess never decodes the mask image again.
-        row.update(scene_bytes=scene_bytes, region=prepared.region, window=np.asarray(prepared.window),
+        row.update(region=prepared.region, window=np.asarray(prepared.window),
                    scene_width=prepared.scene_size[0], scene_height=prepared.scene_size[1])
     except Exception as exc:  # noqa: BLE001 - every failure becomes this pair's row, never the batch's
         _fail(row, exc, "preprocess")
@@ -173,7 +177,7 @@ class Inference:
 
 
 def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """Paste the generated crop back into the full scene, encode, write; return the pair's metadata row."""
+    """Read the scene, paste the generated crop back into it, encode, write; return the pair's metadata row."""
     started = time.perf_counter()
     settings = image_settings(cfg)
     output_uri, output_bytes = "", 0
@@ -181,8 +185,9 @@ def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         try:
             # Inside the try: an id that cannot be a key (empty) fails this pair, never the task and the job.
             key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
+            scene_bytes = COMPOSITE_SCENE_FILE.read(row["scene_uri"], cfg.s3)
             encoded, _ = composite_pair(
-                row["scene_bytes"], row["generated"], tuple(int(v) for v in row["window"]),
+                scene_bytes, row["generated"], tuple(int(v) for v in row["window"]),
                 region=row["region"], settings=settings,
             )
             try:

@@ -85,3 +85,23 @@ def test_null_required_values(tmp_path, good):
         load_manifests(cat, scn, None)
     assert "column 'product_id' has 1 null or empty values" in str(info.value)
     assert "column 'image_uri' has 1 null or empty values" in str(info.value)
+
+
+def test_the_pairs_manifest_is_checked_batch_by_batch(good, monkeypatch):
+    """Problems across batch boundaries are found as in one table: duplicates split over batches, unknown variants."""
+    from pipeline import manifests
+
+    monkeypatch.setattr(manifests, "PAIRS_BATCH_ROWS", 2)
+    tmp_path, cat, scn = good
+    pairs = _write(tmp_path / "p.parquet", pa.table({
+        "product_id": ["p1", "p2", "p2", "p1", "p1", "p2", "p2"],
+        "scene_id": ["s1", "s1", "s2", "s2", "s1", "s2", "s1"],
+        "variant": pa.array([None, "a", None, "zz", "default", None, "b"], pa.string()),
+    }))
+    with pytest.raises(ManifestError) as info:
+        load_manifests(cat, scn, pairs, variants=["a", "b"])
+    text = str(info.value)
+    assert "2 duplicate (product_id, scene_id, variant): 'p1/s1/default', 'p2/s2/default'" in text
+    assert "variant values ['zz'] are not among the configured variants ['a', 'b']" in text
+    assert load_manifests(cat, scn, _write(tmp_path / "ok.parquet", pa.table({
+        "product_id": ["p1", "p2"], "scene_id": ["s1", "s1"]}))).pairs_uri == str(tmp_path / "ok.parquet")

@@ -67,7 +67,7 @@ def test_the_runner_streams_a_scenes_pairs_side_by_side():
     """Pairs made product by product reach the stages scene by scene (the CPU stages reuse a scene between pairs)."""
     import pyarrow as pa
 
-    from pipeline.runner import order_by_scene
+    from pipeline.planning import order_by_scene
 
     pairs = pa.table({"product_id": ["p2", "p1", "p2", "p1", "p3"], "scene_id": ["s2", "s1", "s1", "s2", "s1"],
                       "seed": [1, 2, 3, 4, 5]})

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import ray
 
-from pipeline import record, runner
+from pipeline import planning, record, runner
 from pipeline.config import RunConfig
 from pipeline.errors import JobError, RunStopped
 from pipeline.metadata_row import ROW_SCHEMA, metadata_row
@@ -38,6 +38,16 @@ def record_rows(cfg: RunConfig, pairs: pa.Table, status: str = "ok") -> None:
     writer.flush()
 
 
+def pending_pairs(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
+    """The pairs an attempt computes, as the planning tasks choose them."""
+    return record.done_key_set(cfg, retry_failed=cfg.retry_failed).without(pairs)
+
+
+def without_rows(cfg: RunConfig, pairs: pa.Table) -> pa.Table:
+    """The pairs with no row now, as a pass finds those Ray Data dropped."""
+    return record.recorded_key_set(cfg).without(pairs)
+
+
 def keys(table: pa.Table) -> list[tuple[str, str, str]]:
     return sorted(zip(*(table.column(c).to_pylist() for c in ("product_id", "scene_id", "variant")), strict=True))
 
@@ -53,30 +63,30 @@ def cfg(tmp_path) -> RunConfig:
 
 def test_pending_pairs_are_those_without_a_row_whatever_the_ids_hold(cfg):
     pairs = pair_table(ODD_IDS)
-    assert runner.pending_pairs(cfg, pairs) is pairs  # nothing recorded yet
+    assert pending_pairs(cfg, pairs) is pairs  # nothing recorded yet
     done = pairs.take([0, 2, 5, 7, 8])  # ("ab","c"), ("a:b","c"), ("x\0y","z"), ("é/ü","%2F"), ("","s")
     record_rows(cfg, done)
-    pending = runner.pending_pairs(cfg, pairs)
+    pending = pending_pairs(cfg, pairs)
     assert keys(pending) == keys(pairs.take([1, 3, 4, 6, 9]))
     assert pending.schema == PAIR_SCHEMA
-    assert keys(runner.pending_pairs(cfg, pending)) == keys(pending)  # none of them has a row
+    assert keys(pending_pairs(cfg, pending)) == keys(pending)  # none of them has a row
 
 
 def test_the_variant_is_part_of_the_pair(cfg):
     a, b = pair_table([("p", "s")], "a"), pair_table([("p", "s")], "b")
     record_rows(cfg, a)
-    assert keys(runner.pending_pairs(cfg, pa.concat_tables([a, b]))) == [("p", "s", "b")]
+    assert keys(pending_pairs(cfg, pa.concat_tables([a, b]))) == [("p", "s", "b")]
 
 
 def test_retry_failed_computes_failed_pairs_again_and_drops_their_rows(cfg):
     pairs = pair_table([("ok", "s"), ("bad", "s"), ("new", "s")])
     record_rows(cfg, pairs.take([0]))
     record_rows(cfg, pairs.take([1]), status="failed")
-    assert keys(runner.pending_pairs(cfg, pairs)) == [("new", "s", "default")]
+    assert keys(pending_pairs(cfg, pairs)) == [("new", "s", "default")]
     assert record.read_metadata(cfg).num_rows == 2  # without retry_failed nothing is dropped
 
     retry = cfg.model_copy(update={"retry_failed": True})
-    assert keys(runner.pending_pairs(retry, pairs)) == [("bad", "s", "default"), ("new", "s", "default")]
+    assert keys(pending_pairs(retry, pairs)) == [("bad", "s", "default"), ("new", "s", "default")]
     assert record.read_metadata(cfg).column("product_id").to_pylist() == ["ok"]  # one row per pair after the retry
 
 
@@ -85,13 +95,13 @@ def test_pairs_without_rows_never_drops_a_row(cfg):
     record_rows(cfg, pairs.take([0]))
     record_rows(cfg, pairs.take([1]), status="failed")
     retry = cfg.model_copy(update={"retry_failed": True})
-    assert keys(runner.pairs_without_rows(retry, pairs)) == [("lost", "s", "default")]
+    assert keys(without_rows(retry, pairs)) == [("lost", "s", "default")]
     assert record.read_metadata(cfg).num_rows == 2
 
 
 def test_order_by_scene_puts_a_scenes_pairs_side_by_side():
     pairs = pair_table([("p2", "s2"), ("p1", "s1"), ("p3", "s2"), ("p0", "s1")])
-    ordered = runner.order_by_scene(pairs)
+    ordered = planning.order_by_scene(pairs)
     assert list(zip(ordered.column("scene_id").to_pylist(), ordered.column("product_id").to_pylist(),
                     strict=True)) == [("s1", "p0"), ("s1", "p1"), ("s2", "p2"), ("s2", "p3")]
 
@@ -121,30 +131,31 @@ def test_worker_lost_rows_one_per_pair_with_the_variants_settings(tmp_path):
 
 
 @pytest.fixture
-def run_cfg(tmp_path, monkeypatch) -> RunConfig:
+def run_cfg(tmp_path, ray_local) -> RunConfig:
+    """A run whose passes are replaced (below): Ray plans its pairs, no stage runs."""
     sample = write_sample_set(str(tmp_path / "in"), n_products=3, n_scenes=2, scene_size=(96, 64))
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: True)  # the passes below never reach Ray
     return RunConfig(run_id="acct", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri,
                      output_uri=str(tmp_path / "out"), pairing={"strategy": "all"}, model={"source": "noop"},
                      record={"part_rows": 2})
 
 
 def passes_returning(keep: int, then: BaseException | None = None):
-    """A stand-in for `variant_batches`: rows of the first `keep` pairs only (Ray Data dropped the other blocks),
+    """A stand-in for `pass_batches`: rows of the first `keep` pairs only (Ray Data dropped the other blocks),
     then optionally the exception that ended the pass."""
 
-    def variant_batches(cfg: RunConfig, todo: pa.Table):
+    def pass_batches(cfg: RunConfig, planned: planning.PlannedPass):
+        todo = pa.concat_tables([planning.read_part(uri, cfg) for uri in planned.parts])
         for pair in todo.slice(0, keep).to_pylist():
             row = metadata_row(cfg.for_variant(pair["variant"]), pair, status="ok", inference_s=0.25)
             yield pa.Table.from_pylist([row], schema=ROW_SCHEMA)
         if then is not None:
             raise then
 
-    return variant_batches
+    return pass_batches
 
 
 def test_pairs_of_dropped_blocks_get_worker_lost_rows_and_are_counted(run_cfg, monkeypatch):
-    monkeypatch.setattr(runner, "variant_batches", passes_returning(4))
+    monkeypatch.setattr(runner, "pass_batches", passes_returning(4))
     summary = runner.run(run_cfg).summary
     table = record.read_metadata(run_cfg)
     assert table.num_rows == 6 and len(set(keys(table))) == 6  # exactly one row per pair
@@ -156,23 +167,23 @@ def test_pairs_of_dropped_blocks_get_worker_lost_rows_and_are_counted(run_cfg, m
     # The rerun with retry_failed computes exactly the two lost pairs.
     computed: list[int] = []
 
-    def count(cfg, todo):
-        computed.append(todo.num_rows)
-        yield from passes_returning(todo.num_rows)(cfg, todo)
+    def count(cfg, planned):
+        computed.append(planned.pairs)
+        yield from passes_returning(planned.pairs)(cfg, planned)
 
-    monkeypatch.setattr(runner, "variant_batches", count)
+    monkeypatch.setattr(runner, "pass_batches", count)
     again = runner.run(run_cfg.model_copy(update={"retry_failed": True})).summary
     assert computed == [2] and again["by_status"] == {"ok": 6, "failed": 0} and again["pairs"] == 6
 
 
 def test_a_complete_pass_reads_nothing_back(run_cfg, monkeypatch):
-    monkeypatch.setattr(runner, "variant_batches", passes_returning(6))
-    monkeypatch.setattr(runner, "pairs_without_rows", lambda *a: pytest.fail("read back although no row was missing"))
+    monkeypatch.setattr(runner, "pass_batches", passes_returning(6))
+    monkeypatch.setattr(planning, "unrecorded", lambda *a: pytest.fail("read back although no row was missing"))
     assert runner.run(run_cfg).summary["by_status"] == {"ok": 6, "failed": 0}
 
 
 def test_too_many_lost_blocks_stop_the_run_keeping_finished_rows(run_cfg, monkeypatch, tmp_path):
-    monkeypatch.setattr(runner, "variant_batches", passes_returning(3, then=ray.exceptions.RayActorError()))
+    monkeypatch.setattr(runner, "pass_batches", passes_returning(3, then=ray.exceptions.RayActorError()))
     with pytest.raises(RunStopped, match="run acct stopped: more than 10 blocks") as info:
         runner.run(run_cfg)
     assert info.value.exit_code == 2
@@ -182,7 +193,7 @@ def test_too_many_lost_blocks_stop_the_run_keeping_finished_rows(run_cfg, monkey
 
 
 def test_any_other_error_of_the_pass_propagates_after_the_flush(run_cfg, monkeypatch, tmp_path):
-    monkeypatch.setattr(runner, "variant_batches", passes_returning(1, then=ValueError("boom")))
+    monkeypatch.setattr(runner, "pass_batches", passes_returning(1, then=ValueError("boom")))
     with pytest.raises(ValueError, match="boom"):
         runner.run(run_cfg)
     assert record.read_metadata(run_cfg).num_rows == 1
@@ -190,7 +201,7 @@ def test_any_other_error_of_the_pass_propagates_after_the_flush(run_cfg, monkeyp
 
 
 def test_summary_json_is_what_run_returns(run_cfg, monkeypatch, tmp_path):
-    monkeypatch.setattr(runner, "variant_batches", passes_returning(6))
+    monkeypatch.setattr(runner, "pass_batches", passes_returning(6))
     result = runner.run(run_cfg)
     assert json.loads((tmp_path / "out" / "acct" / "summary.json").read_text()) == result.summary
     assert result.run_uri == run_cfg.run_uri

@@ -29,7 +29,7 @@ def test_run_completes_through_throttling_and_dropped_connections(ray_local, s3_
     expected = {(p, s, "default") for p in sample.product_ids for s in sample.scene_ids}
     run = f"{s3_bucket}/runs/flaky"
     forced = ("/metadata/", "/summary.json", f"/images/default/{sample.product_ids[0]}/")
-    with FlakyS3Proxy(s3_server, fault_requests=100, fault_seconds=30, p_slowdown=0.15, p_drop=0.1,
+    with FlakyS3Proxy(s3_server, fault_requests=200, fault_seconds=90, p_slowdown=0.15, p_drop=0.1,
                       p_truncate=0.05, seed=7, fail_puts_to=forced) as proxy:
         config = {
             "run_id": "flaky", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
