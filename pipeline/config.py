@@ -84,6 +84,13 @@ class ComputeConfig(Section):
         "block (Ray's max_retries). A pair that kills its worker every time costs max_task_retries + 1 attempts, "
         "then its block's pairs get `worker_lost` rows",
     )
+    in_flight_mib: int = Field(
+        512,
+        ge=16,
+        description="object-store memory (MiB, the whole cluster) that one pass's blocks in flight may hold: Ray "
+        "Data's resource limit, so its backpressure holds the CPU stages back while the GPUs and the postprocess "
+        "stage catch up, and the first metadata part comes as soon on a catalogue as on a sample",
+    )
     max_errored_blocks: int = Field(
         10,
         ge=0,

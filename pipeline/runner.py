@@ -126,6 +126,11 @@ def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset) -> ray.data.Dataset:
     # A block still failing after its retries is dropped, not the pass: `run` writes its pairs' `worker_lost` rows.
     # More than max_errored_blocks of them stop the pass (see `run`). The setting is this dataset's own context.
     dataset.context.max_errored_blocks = compute.max_errored_blocks
+    # Bounded in flight: without a limit Ray Data budgets by a share of the object store, which holds millions of
+    # small pairs, and reserves CPUs upstream first, so on a busy cluster the postprocess stage starves until
+    # preprocessing has read the whole pass.
+    limits = dataset.context.execution_options.resource_limits
+    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=compute.in_flight_mib << 20)
     return dataset
 
 
