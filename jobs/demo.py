@@ -18,7 +18,7 @@ import ray
 from jobs.cli import job_parser, print_summary, run_job
 from jobs.registry import JOBS, default_prog
 from pipeline.config import RunConfig
-from pipeline.runner import run
+from pipeline.runner import run, start_local_ray
 from pipeline.samples import write_sample_set
 from pipeline.storage import join
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         write_sample_set(inputs, n_products=args.products, n_scenes=args.scenes, s3=cfg.s3)
         if not torch.cuda.is_available():
             cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"gpus_per_actor": 0.0})})
-        ray.init(include_dashboard=False, log_to_driver=True)
+        start_local_ray(cfg, include_dashboard=False, log_to_driver=True)
         try:
             result = run(cfg)
         finally:

@@ -91,6 +91,13 @@ class ComputeConfig(Section):
         "Data's resource limit, so its backpressure holds the CPU stages back while the GPUs and the postprocess "
         "stage catch up, and the first metadata part comes as soon on a catalogue as on a sample",
     )
+    segment_pairs: int = Field(
+        50_000,
+        ge=1,
+        description="pairs per Ray Data execution: a pass runs as consecutive executions of at most this many "
+        "pairs (whole plan parts), since Ray Data keeps some state per block in the driver until an execution "
+        "ends; each starts its inference actors anew (the model is loaded again), so raise it when loading is slow",
+    )
     max_errored_blocks: int = Field(
         10,
         ge=0,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,7 +18,8 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline import planning, record, selection
-from pipeline.config import RunConfig
+from pipeline.block_stats import bound_block_stats
+from pipeline.config import ComputeConfig, RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
 from pipeline.manifests import load_manifests
 from pipeline.metadata_row import ROW_SCHEMA, metadata_row
@@ -127,18 +130,41 @@ def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset) -> ray.data.Dataset:
     # More than max_errored_blocks of them stop the pass (see `run`). The setting is this dataset's own context.
     dataset.context.max_errored_blocks = compute.max_errored_blocks
     # Bounded in flight: without a limit Ray Data budgets by a share of the object store, which holds millions of
-    # small pairs, and reserves CPUs upstream first, so on a busy cluster the postprocess stage starves until
-    # preprocessing has read the whole pass.
+    # small pairs. (The CPUs each stage needs to make progress at all: `stage_cpus`.)
     limits = dataset.context.execution_options.resource_limits
     dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=compute.in_flight_mib << 20)
+    bound_block_stats(dataset)  # the driver's memory stays flat over a pass of any length
     return dataset
 
 
+def stage_cpus(compute: ComputeConfig) -> float:
+    """Logical CPUs for one task of every stage at once beside the inference actors: Ray Data's repartition into
+    blocks (one CPU a task), a preprocess and a postprocess task, and `gpu_actors_max` actors. Below that, Ray Data
+    reserves the CPUs for the upstream operators first, and the postprocess stage waits until preprocessing has read
+    the whole pass: nothing is recorded until then, and every prepared pair waits in the object store."""
+    return 1.0 + 2 * compute.cpus_per_task + compute.gpu_actors_max * compute.cpus_per_actor
+
+
+def local_cpus(compute: ComputeConfig) -> int:
+    """The logical CPUs of a Ray started on this machine: every core, and at least `stage_cpus`, so that the stages
+    stream on a machine with fewer cores (they then share the cores, as processes do)."""
+    return max(os.cpu_count() or 1, math.ceil(stage_cpus(compute)))
+
+
+def start_local_ray(cfg: RunConfig, **init_args) -> None:
+    """Ray on this machine, for a run with no cluster to connect to, with `local_cpus` logical CPUs."""
+    ray.init(num_cpus=local_cpus(cfg.compute), **init_args)
+
+
 def pass_batches(cfg: RunConfig, planned: PlannedPass):
-    """The finished rows of one variant's pass (its own model and sampling), as Ray Data hands them over."""
+    """The finished rows of one variant's pass (its own model and sampling), as Ray Data hands them over: one
+    execution per segment of `compute.segment_pairs` pairs, its actors released before the next starts."""
     variant_cfg = cfg.for_variant(planned.variant)
-    dataset = build_dataset(variant_cfg, planning.pair_stream(cfg, planned))
-    yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+    for segment in planned.segments(cfg.compute.segment_pairs):
+        dataset = build_dataset(variant_cfg, planning.pair_stream(cfg, segment))
+        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        del dataset
+        release_actors()
 
 
 def release_actors() -> None:
@@ -204,7 +230,7 @@ def run(cfg: RunConfig) -> RunResult:
     record.clear_summary(cfg)
     done = record.done_key_set(cfg, retry_failed=cfg.retry_failed)
     if not ray.is_initialized():
-        ray.init()
+        start_local_ray(cfg)
     passes = planning.write_plan(cfg, manifests, choice, done)  # CPU tasks only: no GPU is requested before this
     todo = sum(p.pairs for p in passes)
     log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, len(done), cfg.run_uri)

@@ -117,15 +117,15 @@ def run_config(inputs: Inputs, output_root: Path, run_id: str, *, source: str, r
 
 
 @contextlib.contextmanager
-def local_ray(num_gpus: int) -> Iterator[None]:
-    """A local Ray for the bench's runs (every core; the real GPUs, or one fake GPU resource without CUDA so the
-    inference actor is placed as on a cluster), progress bars off; shut down after."""
+def local_ray(num_gpus: int, num_cpus: int | None = None) -> Iterator[None]:
+    """A local Ray for the bench's runs (`num_cpus` logical CPUs, default every core; the real GPUs, or one fake GPU
+    resource without CUDA so the inference actor is placed as on a cluster), progress bars off; shut down after."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=os.cpu_count(), num_gpus=max(1, num_gpus), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=max(1, num_gpus), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -118,7 +118,7 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
     `max_seconds`. Writes root/figures.json periodically and at the end, and returns the last figures."""
     import torch
 
-    from pipeline.runner import run
+    from pipeline.runner import local_cpus, run
 
     gpus = torch.cuda.device_count()
     cfg = run_config(inputs_at(root / "in", n), root / "out", f"mem-{n}", source="noop", resolution=RESOLUTION,
@@ -128,7 +128,10 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
     with ExitStack() as stack:
         memory = stack.enter_context(MemorySampler(0.5))
         ray_started = time.perf_counter()
-        stack.enter_context(local_ray(gpus))
+        # As a run that starts its own Ray would (`runner.start_local_ray`): enough logical CPUs for every stage.
+        cpus = local_cpus(cfg.compute)
+        state["ray_cpus"] = cpus
+        stack.enter_context(local_ray(gpus, cpus))
         store = stack.enter_context(ObjectStoreSampler(1.0))
         started = time.perf_counter()
         state["ray_start_s"] = round(started - ray_started, 2)

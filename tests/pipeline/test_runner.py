@@ -253,3 +253,16 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
     assert records["a"]["provenance"]["training"]["steps"] == 10
     assert records["b"]["hint_branch_trained"] is False
     assert records["c"] == {"source": "tiny", "hint_branch_trained": False, "provenance": None}
+
+
+def test_a_local_ray_has_cpus_for_one_task_of_every_stage(monkeypatch):
+    compute = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
+                        compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 2}).compute
+    assert runner.stage_cpus(compute) == 1 + 2 * 1.0 + 2 * 1.0  # repartition, preprocess, postprocess, actors
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.local_cpus(compute) == 5
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
+    assert runner.local_cpus(compute) == 64  # never fewer than the cores
+    fractional = compute.model_copy(update={"cpus_per_task": 0.25, "cpus_per_actor": 0.5, "gpu_actors_max": 1})
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
+    assert runner.local_cpus(fractional) == 2  # 2.0 exactly: no rounding up past it

@@ -1,0 +1,27 @@
+"""Ray Data's per-block statistics stay bounded in the driver (`pipeline.block_stats`), on a real local Ray."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import ray
+
+from pipeline.block_stats import KEEP_BLOCKS, bound_block_stats
+
+
+def _blocks_produced(stats: str, operator: str) -> int:
+    found = re.search(rf"Operator \d+ {re.escape(operator)}.*?: \d+ tasks executed, (\d+) blocks produced", stats)
+    assert found, stats
+    return int(found.group(1))
+
+
+@pytest.mark.integration
+def test_each_operator_keeps_only_its_latest_block_stats(ray_local):
+    blocks = 3 * KEEP_BLOCKS
+    dataset = ray.data.range(blocks).repartition(target_num_rows_per_block=1).map(lambda row: row)
+    bound_block_stats(dataset)
+    assert sum(batch["id"].size for batch in dataset.iter_batches(batch_size=None)) == blocks  # every row came
+    # Ray Data counts the blocks in the statistics it kept: without the bound, all of them.
+    assert _blocks_produced(dataset.stats(), "Map(<lambda>)") <= 2 * KEEP_BLOCKS
+    assert ray.data.DataContext.get_current().custom_execution_callback_classes == []  # only this dataset's context
