@@ -152,8 +152,12 @@ def local_cpus(compute: ComputeConfig) -> int:
 
 
 def start_local_ray(cfg: RunConfig, **init_args) -> None:
-    """Ray on this machine, for a run with no cluster to connect to, with `local_cpus` logical CPUs."""
-    ray.init(num_cpus=local_cpus(cfg.compute), **init_args)
+    """Start Ray for the run: connect to the cluster RAY_ADDRESS names (`ray job submit` sets it; its size is the
+    cluster's), or start it on this machine with `local_cpus` logical CPUs."""
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**init_args)
+    else:
+        ray.init(num_cpus=local_cpus(cfg.compute), **init_args)
 
 
 def pass_batches(cfg: RunConfig, planned: PlannedPass):

@@ -8,9 +8,9 @@ too large for the machine is measured over a bounded window and reported as `par
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -143,7 +143,8 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
 
         writer = stack.enter_context(FigureWriter(root / FIGURES, snapshot))
         stack.enter_context(batch_clock(arrivals))
-        timer = threading.Timer(max_seconds, _thread.interrupt_main) if max_seconds else None
+        # A real SIGINT: `_thread.interrupt_main` waits for Python bytecode, and the driver waits inside Ray.
+        timer = threading.Timer(max_seconds, signal.raise_signal, (signal.SIGINT,)) if max_seconds else None
         try:
             if timer:
                 timer.start()
