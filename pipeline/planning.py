@@ -39,23 +39,22 @@ class PlannedPass:
 
     variant: str
     parts: list[str]
-    pairs: int
-    part_pairs: tuple[int, ...] = ()
+    part_pairs: tuple[int, ...]
+
+    @property
+    def pairs(self) -> int:
+        return sum(self.part_pairs)
 
     def segments(self, max_pairs: int) -> Iterator[PlannedPass]:
         """The pass cut into consecutive runs of whole parts of at most `max_pairs` pairs (a part larger than that
         alone): each is one Ray Data execution, so what Ray Data keeps per block in the driver stays bounded."""
-        if not self.part_pairs:  # counts unknown: one execution
-            yield self
-            return
-        counts, start, total = self.part_pairs, 0, 0
-        for i, count in enumerate(counts):
+        start, total = 0, 0
+        for i, count in enumerate(self.part_pairs):
             if i > start and total + count > max_pairs:
-                yield PlannedPass(self.variant, self.parts[start:i], total, counts[start:i])
+                yield PlannedPass(self.variant, self.parts[start:i], self.part_pairs[start:i])
                 start, total = i, 0
             total += count
-        if self.parts:
-            yield PlannedPass(self.variant, self.parts[start:], total, counts[start:])
+        yield PlannedPass(self.variant, self.parts[start:], self.part_pairs[start:])
 
 
 def plan_root(cfg: RunConfig) -> str:
@@ -118,8 +117,7 @@ def write_plan(cfg: RunConfig, manifests: Manifests, choice: Choice, done: KeySe
     passes = []
     for variant in cfg.variant_names():
         mine = sorted((p for p in parts if p["variant"] == variant), key=lambda p: p["uri"])
-        passes.append(PlannedPass(variant, [p["uri"] for p in mine], sum(p["pairs"] for p in mine),
-                                  tuple(p["pairs"] for p in mine)))
+        passes.append(PlannedPass(variant, [p["uri"] for p in mine], tuple(p["pairs"] for p in mine)))
     return passes
 
 

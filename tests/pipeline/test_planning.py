@@ -111,10 +111,10 @@ def test_resume_plans_only_the_pairs_without_a_row(ray_local, tmp_path, monkeypa
 
 
 def test_segments_cut_a_pass_into_whole_parts_of_bounded_size():
-    planned = planning.PlannedPass("a", ["p0", "p1", "p2", "p3", "p4"], 23, (5, 5, 9, 2, 2))
+    planned = planning.PlannedPass("a", ["p0", "p1", "p2", "p3", "p4"], (5, 5, 9, 2, 2))
     segments = list(planned.segments(10))
     assert [s.parts for s in segments] == [["p0", "p1"], ["p2"], ["p3", "p4"]]
     assert [s.pairs for s in segments] == [10, 9, 4] and {s.variant for s in segments} == {"a"}
     assert [s.parts for s in planned.segments(4)] == [["p0"], ["p1"], ["p2"], ["p3", "p4"]]  # a larger part alone
     assert [s.parts for s in planned.segments(100)] == [planned.parts]
-    assert list(planning.PlannedPass("a", [], 0, ()).segments(10)) == [planning.PlannedPass("a", [], 0, ())]
+    assert list(planning.PlannedPass("a", [], ()).segments(10)) == [planning.PlannedPass("a", [], ())]

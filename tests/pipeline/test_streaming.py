@@ -8,7 +8,6 @@ preprocessed every pair before writing anything would record all of them as fail
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
@@ -18,19 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import record
-from pipeline import runner as runner_module
+from pipeline import planning, record, runner
+from pipeline.bench.images import encode
 from pipeline.config import RunConfig
-from pipeline.runner import run, stage_cpus
+from pipeline.samples import write_sample_set
 
 SCENES, PRODUCTS = 100, 20  # 2,000 pairs, every product in every scene
 LATE = "product-late"
 
 
 def _jpeg(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(encode(Image.new("RGB", size, colour), "JPEG", quality=90))
     return str(path)
 
 
@@ -73,11 +70,11 @@ def test_the_first_part_is_written_before_most_pairs_are_preprocessed(ray_local,
         "compute": {"batch_size": 8, "cpus_per_task": 0.5, "cpus_per_actor": 0.0},
         "record": {"part_rows": 50}, "progress_interval_s": 3600,
     })
-    assert stage_cpus(cfg.compute) <= ray_local.cluster_resources()["CPU"]
+    assert runner.stage_cpus(cfg.compute) <= ray_local.cluster_resources()["CPU"]
     watcher = WriteOnFirstPart(Path(cfg.run_uri) / "metadata", tmp_path / "in" / "late.jpg")
     watcher.start()
     try:
-        summary = run(cfg).summary
+        summary = runner.run(cfg).summary
     finally:
         watcher.stop.set()
         watcher.join()
@@ -92,18 +89,15 @@ def test_the_first_part_is_written_before_most_pairs_are_preprocessed(ray_local,
 
 @pytest.mark.integration
 def test_a_pass_in_segments_records_every_pair_once(ray_local, tmp_path, monkeypatch):
-    from pipeline import planning
-    from pipeline.samples import write_sample_set
-
     monkeypatch.setattr(planning, "PLAN_CHUNK_ROWS", 1)  # one plan part per product: 2 pairs each
     sample = write_sample_set(str(tmp_path / "in"), n_products=3, n_scenes=2, scene_size=(96, 64))
     cfg = RunConfig(run_id="segments", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri,
                     output_uri=str(tmp_path / "out"), pairing={"strategy": "all"}, model={"source": "noop"},
                     sampling={"resolution": 64}, compute={"segment_pairs": 3, "cpus_per_task": 0.5})
     executions = []
-    build = runner_module.build_dataset
-    monkeypatch.setattr(runner_module, "build_dataset", lambda c, pairs: executions.append(1) or build(c, pairs))
-    summary = run(cfg).summary
+    build = runner.build_dataset
+    monkeypatch.setattr(runner, "build_dataset", lambda c, pairs: executions.append(1) or build(c, pairs))
+    summary = runner.run(cfg).summary
     assert len(executions) == 3  # parts of 2 pairs, at most 3 pairs a segment: one part each
     assert summary["by_status"] == {"ok": 6, "failed": 0}
     rows = record.read_metadata(cfg)
