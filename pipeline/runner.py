@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline import planning, record, selection
+from pipeline.allocator import limit_malloc_arenas
 from pipeline.block_stats import bound_block_stats
 from pipeline.config import ComputeConfig, RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
@@ -153,11 +154,24 @@ def local_cpus(compute: ComputeConfig) -> int:
 
 def start_local_ray(cfg: RunConfig, **init_args) -> None:
     """Start Ray for the run: connect to the cluster RAY_ADDRESS names (`ray job submit` sets it; its size is the
-    cluster's), or start it on this machine with `local_cpus` logical CPUs."""
+    cluster's), or start it on this machine with `local_cpus` logical CPUs. The driver's malloc arenas are capped
+    first, while its Ray threads do not exist yet (`pipeline.allocator`)."""
+    limit_malloc_arenas()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**init_args)
     else:
         ray.init(num_cpus=local_cpus(cfg.compute), **init_args)
+
+
+def warn_if_few_cpus(cfg: RunConfig) -> None:
+    """A cluster that the job connected to sizes itself: say so when it has fewer logical CPUs than `stage_cpus` now
+    (an autoscaling cluster may still add nodes), since the stages then do not stream."""
+    have, need = ray.cluster_resources().get("CPU", 0.0), stage_cpus(cfg.compute)
+    if have < need:
+        log.warning("the Ray cluster has %g logical CPUs, fewer than the %g that one task of every stage needs beside "
+                    "the inference actors (runner.stage_cpus): unless it scales up, nothing is written until "
+                    "preprocessing has read a whole segment; add CPU nodes or lower compute.cpus_per_task / "
+                    "compute.cpus_per_actor", have, need)
 
 
 def pass_batches(cfg: RunConfig, planned: PlannedPass):
@@ -235,6 +249,7 @@ def run(cfg: RunConfig) -> RunResult:
     done = record.done_key_set(cfg, retry_failed=cfg.retry_failed)
     if not ray.is_initialized():
         start_local_ray(cfg)
+    warn_if_few_cpus(cfg)
     passes = planning.write_plan(cfg, manifests, choice, done)  # CPU tasks only: no GPU is requested before this
     todo = sum(p.pairs for p in passes)
     log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, len(done), cfg.run_uri)

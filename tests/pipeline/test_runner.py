@@ -4,6 +4,7 @@ worker_lost rows of pairs a pass returned nothing for, and how `run` accounts fo
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pyarrow as pa
@@ -266,3 +267,18 @@ def test_a_local_ray_has_cpus_for_one_task_of_every_stage(monkeypatch):
     fractional = compute.model_copy(update={"cpus_per_task": 0.25, "cpus_per_actor": 0.5, "gpu_actors_max": 1})
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
     assert runner.local_cpus(fractional) == 2  # 2.0 exactly: no rounding up past it
+
+
+def test_a_cluster_with_fewer_cpus_than_the_stages_need_is_named(ray_local, caplog):
+    cfg = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
+                    compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 1})
+    cpus = ray_local.cluster_resources()["CPU"]
+    with caplog.at_level(logging.WARNING, logger=runner.log.name):
+        runner.warn_if_few_cpus(cfg)
+    assert f"has {cpus:g} logical CPUs, fewer than the 4 that" in caplog.text
+    caplog.clear()
+    small = cfg.model_copy(update={"compute": cfg.compute.model_copy(
+        update={"cpus_per_task": 0.25, "cpus_per_actor": 0.0})})
+    with caplog.at_level(logging.WARNING, logger=runner.log.name):
+        runner.warn_if_few_cpus(small)
+    assert caplog.text == ""

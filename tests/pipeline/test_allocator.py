@@ -1,0 +1,42 @@
+"""The driver's cap on glibc's malloc arenas, counted by glibc itself (malloc_info) in a fresh process."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+COUNT_ARENAS = """
+import ctypes, sys, tempfile, threading
+from pipeline.allocator import limit_malloc_arenas
+capped = sys.argv[1] == "cap" and limit_malloc_arenas(2)
+barrier = threading.Barrier(8)
+def work():
+    block = bytearray(1 << 16)  # from malloc, in this thread's arena
+    barrier.wait()  # all eight alive at once: each asks for an arena of its own
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    stream = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    print(capped, open(f.name).read().count("<heap nr="))
+"""
+
+
+def arenas(mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", COUNT_ARENAS, mode], capture_output=True, text=True, check=True)
+    capped, count = out.stdout.split()
+    return capped, int(count)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the cap is glibc's mallopt(M_ARENA_MAX)")
+def test_threads_share_at_most_two_arenas_once_capped():
+    assert arenas("cap") == ("True", 2)
+    capped, uncapped = arenas("none")
+    assert capped == "False" and uncapped > 2  # without the cap the same threads get arenas of their own
