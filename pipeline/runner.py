@@ -251,8 +251,9 @@ def run(cfg: RunConfig) -> RunResult:
         start_local_ray(cfg)
     warn_if_few_cpus(cfg)
     passes = planning.write_plan(cfg, manifests, choice, done)  # CPU tasks only: no GPU is requested before this
-    todo = sum(p.pairs for p in passes)
-    log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, len(done), cfg.run_uri)
+    todo, done_pairs = sum(p.pairs for p in passes), len(done)
+    del done  # 16 bytes a recorded pair: planning's, not held through the passes
+    log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, done_pairs, cfg.run_uri)
 
     gpu_s = 0.0
     if todo:
