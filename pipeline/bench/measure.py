@@ -146,6 +146,12 @@ class MemorySampler(_Sampler):
         others = {pid: mib for pid, mib in self.peaks.items() if pid != os.getpid() and pid not in workers}
         top = max(workers.items(), key=lambda kv: kv[1]) if workers else None
         anon_top = max(workers, key=lambda pid: self.anon_peaks.get(pid, 0.0)) if workers else None
+        system_top = max(others, key=lambda pid: self.anon_peaks.get(pid, 0.0)) if others else None
+        kinds: dict[str, float] = {}  # one figure a kind of process: the largest of its processes
+        for pid, anon in self.anon_peaks.items():
+            if pid != os.getpid():
+                kind = process_kind(self.names[pid])
+                kinds[kind] = max(kinds.get(kind, 0.0), anon)
         return {
             "driver_peak_rss_mib": driver,
             "worker_peak_rss_mib": top[1] if top else None,
@@ -156,6 +162,9 @@ class MemorySampler(_Sampler):
             "worker_peaks_rss_mib": {self.names[pid][:60]: mib for pid, mib in sorted(workers.items())},
             "workers_seen": len(workers),
             "other_ray_processes_peak_rss_mib": round(max(others.values()), 1) if others else None,
+            "ray_system_peak_anon_mib": self.anon_peaks.get(system_top, 0.0) if system_top else None,
+            "ray_system_peak_anon_process": process_kind(self.names[system_top]) if system_top else None,
+            "process_kinds_peak_anon_mib": dict(sorted(kinds.items())),
             "all_processes_max_total_rss_mib": self.max_total_rss_mib,
         }
 
@@ -202,6 +211,21 @@ class ObjectStoreSampler(_Sampler):
             "object_store_spilled_mib": self.peak_spilled_mib,
             "object_store_samples": self.samples,
         }
+
+
+def process_kind(cmdline: str) -> str:
+    """What a process is, without its arguments: a Ray worker's title (`ray::_StatsActor`), else the program's name
+    (`gcs_server`, `raylet`), or the script's for a Python program (`dashboard.py`)."""
+    if cmdline.startswith("ray::"):  # an actor's title names the method it runs: ray::_StatsActor.update_metrics
+        title = cmdline.split(" ", 1)[0]
+        head, _, method = title.rpartition(".")
+        return head if head != "ray:" and method.isidentifier() else title
+    words = cmdline.split()
+    if not words:
+        return "?"
+    program = Path(words[0]).name
+    script = next((Path(w).name for w in words[1:] if w.endswith(".py")), None)
+    return script if program.startswith("python") and script else program
 
 
 def _is_worker(cmdline: str) -> bool:

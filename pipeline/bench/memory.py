@@ -183,8 +183,8 @@ def _measure_size(n: int, root: Path, max_seconds: float | None) -> dict[str, An
     return figures
 
 
-RATIO_KEYS = ("driver_peak_anon_mib", "worker_peak_anon_mib", "driver_peak_rss_mib", "worker_peak_rss_mib",
-              "object_store_peak_used_mib", "steady_ms_per_pair")
+RATIO_KEYS = ("driver_peak_anon_mib", "worker_peak_anon_mib", "ray_system_peak_anon_mib", "driver_peak_rss_mib",
+              "worker_peak_rss_mib", "object_store_peak_used_mib", "steady_ms_per_pair")
 
 
 def _ratios(run: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:

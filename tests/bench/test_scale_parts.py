@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import stages
 from pipeline.bench import cluster, memory
+from pipeline.bench.measure import process_kind
 
 
 def test_steady_leaves_the_first_batch_out():
@@ -31,6 +32,16 @@ def test_part_watch_times_the_parts(tmp_path):
     watch.poll()
     out = watch.summary()
     assert out["metadata_parts"] == 2 and out["first_part_after_s"] >= 0 and out["part_interval_max_s"] >= 0
+
+
+def test_process_kind_names_a_process_without_its_arguments():
+    """Kinds group processes across runs: an actor's title without the method it is running, a program by name."""
+    assert process_kind("ray::_StatsActor.update_execution_metrics") == "ray::_StatsActor"
+    assert process_kind("ray::MapWorker(MapBatches(Inference)).submit") == "ray::MapWorker(MapBatches(Inference))"
+    assert process_kind("ray::ReadParquet->MapBatches(preprocess) ") == "ray::ReadParquet->MapBatches(preprocess)"
+    assert process_kind("/venv/lib/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/x --port=0") == "gcs_server"
+    assert process_kind("/venv/bin/python3.11 -u /venv/lib/ray/dashboard/dashboard.py --host=::1") == "dashboard.py"
+    assert process_kind("") == "?"
 
 
 def test_scaling_against_linear():
@@ -62,6 +73,7 @@ def test_memory_part_reports_a_stopped_run_as_partial(tmp_path):
     for run in report["runs"]:
         assert run["driver_peak_anon_mib"] > 0 and run["worker_peak_anon_mib"] > 0
         assert run["object_store_samples"] > 0 and run["object_store_capacity_mib"] > 0
+        assert run["ray_system_peak_anon_mib"] > 0 and "gcs_server" in run["process_kinds_peak_anon_mib"]
     assert small["metadata_parts"] == 1 and small["first_part_after_s"] > 0
     assert set(large["vs_smallest"]) == set(memory.RATIO_KEYS)
 
