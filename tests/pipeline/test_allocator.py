@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -25,18 +26,26 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as f:
     stream = libc.fopen(f.name.encode(), b"w")
     libc.malloc_info(0, ctypes.c_void_p(stream))
     libc.fclose(ctypes.c_void_p(stream))
-    print(capped, open(f.name).read().count("<heap nr="))
+    print(capped, open(f.name).read().count("<heap nr="), os.environ.get("MALLOC_ARENA_MAX", "-"))
 """
 
 
-def arenas(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", COUNT_ARENAS, mode], capture_output=True, text=True, check=True)
-    capped, count = out.stdout.split()
-    return capped, int(count)
+def arenas(mode: str, **env: str) -> tuple[str, int, str]:
+    """(capped, glibc's arena count after 8 threads, MALLOC_ARENA_MAX as the process left it) of a fresh process."""
+    clean = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}  # an earlier test's Ray may have set it
+    out = subprocess.run([sys.executable, "-c", "import os\n" + COUNT_ARENAS, mode], capture_output=True, text=True,
+                         check=True, env={**clean, **env})
+    capped, count, variable = out.stdout.split()
+    return capped, int(count), variable
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the cap is glibc's mallopt(M_ARENA_MAX)")
 def test_threads_share_at_most_two_arenas_once_capped():
-    assert arenas("cap") == ("True", 2)
-    capped, uncapped = arenas("none")
-    assert capped == "False" and uncapped > 2  # without the cap the same threads get arenas of their own
+    assert arenas("cap") == ("True", 2, "2")  # and the processes it starts (a local Ray's) get the variable
+    capped, uncapped, variable = arenas("none")
+    assert capped == "False" and uncapped > 2 and variable == "-"  # without it the threads get arenas of their own
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="MALLOC_ARENA_MAX is glibc's")
+def test_a_process_started_with_the_variable_is_capped_from_its_start():
+    assert arenas("none", MALLOC_ARENA_MAX="2")[1] == 2
