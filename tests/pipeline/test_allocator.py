@@ -10,7 +10,7 @@ import sys
 import pytest
 
 COUNT_ARENAS = """
-import ctypes, sys, tempfile, threading
+import ctypes, os, sys, tempfile, threading
 from pipeline.allocator import limit_malloc_arenas
 capped = sys.argv[1] == "cap" and limit_malloc_arenas(2)
 barrier = threading.Barrier(8)
@@ -33,7 +33,7 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as f:
 def arenas(mode: str, **env: str) -> tuple[str, int, str]:
     """(capped, glibc's arena count after 8 threads, MALLOC_ARENA_MAX as the process left it) of a fresh process."""
     clean = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}  # an earlier test's Ray may have set it
-    out = subprocess.run([sys.executable, "-c", "import os\n" + COUNT_ARENAS, mode], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", COUNT_ARENAS, mode], capture_output=True, text=True,
                          check=True, env={**clean, **env})
     capped, count, variable = out.stdout.split()
     return capped, int(count), variable
