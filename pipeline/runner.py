@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline import planning, record, selection
-from pipeline.allocator import limit_malloc_arenas
+from pipeline.allocator import bound_allocators
 from pipeline.block_stats import bound_block_stats
 from pipeline.config import ComputeConfig, RunConfig
 from pipeline.errors import WORKER_LOST, JobError, RunStopped
@@ -154,9 +154,9 @@ def local_cpus(compute: ComputeConfig) -> int:
 
 def start_local_ray(cfg: RunConfig, **init_args) -> None:
     """Start Ray for the run: connect to the cluster RAY_ADDRESS names (`ray job submit` sets it; its size is the
-    cluster's), or start it on this machine with `local_cpus` logical CPUs. The driver's malloc arenas are capped
-    first, while its Ray threads do not exist yet (`pipeline.allocator`)."""
-    limit_malloc_arenas()
+    cluster's), or start it on this machine with `local_cpus` logical CPUs. The allocators are bounded first, while
+    the driver's Ray threads and a local Ray's processes do not exist yet (`pipeline.allocator`)."""
+    bound_allocators()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**init_args)
     else:

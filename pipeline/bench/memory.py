@@ -118,7 +118,7 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
     `max_seconds`. Writes root/figures.json periodically and at the end, and returns the last figures."""
     import torch
 
-    from pipeline.allocator import limit_malloc_arenas
+    from pipeline.allocator import bound_allocators
     from pipeline.runner import local_cpus, run
 
     gpus = torch.cuda.device_count()
@@ -131,7 +131,7 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
         ray_started = time.perf_counter()
         # As a run that starts its own Ray would (`runner.start_local_ray`): enough logical CPUs for every stage.
         cpus = local_cpus(cfg.compute)
-        limit_malloc_arenas()
+        bound_allocators()
         state["ray_cpus"] = cpus
         stack.enter_context(local_ray(gpus, cpus))
         store = stack.enter_context(ObjectStoreSampler(1.0))

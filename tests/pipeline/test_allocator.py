@@ -1,4 +1,4 @@
-"""The driver's cap on glibc's malloc arenas, counted by glibc itself (malloc_info) in a fresh process."""
+"""The run's allocators, checked in fresh processes: glibc's arena count (malloc_info) and Arrow's pool."""
 
 from __future__ import annotations
 
@@ -49,3 +49,37 @@ def test_threads_share_at_most_two_arenas_once_capped():
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="MALLOC_ARENA_MAX is glibc's")
 def test_a_process_started_with_the_variable_is_capped_from_its_start():
     assert arenas("none", MALLOC_ARENA_MAX="2")[1] == 2
+
+
+
+ARROW_POOLS = """
+import subprocess, sys
+import pyarrow as pa
+from pipeline.allocator import use_system_arrow_pool
+here = use_system_arrow_pool() if sys.argv[1] == "use" else pa.default_memory_pool().backend_name
+child = subprocess.run([sys.executable, "-c", "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+print(here, child)
+"""
+
+
+def arrow_pools(mode: str, **env: str) -> list[str]:
+    """[the pool of a fresh process (after use_system_arrow_pool with mode "use"), the pool of a process it starts]."""
+    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}  # a local Ray may have set it
+    out = subprocess.run([sys.executable, "-c", ARROW_POOLS, mode], capture_output=True, text=True, check=True,
+                         env={**clean, **env})
+    return out.stdout.split()
+
+
+def test_arrow_buffers_come_from_malloc_here_and_in_the_processes_started_after():
+    default, child_default = arrow_pools("none")
+    assert default == child_default != "system"  # Arrow's own default (mimalloc in the wheels) without the call
+    assert arrow_pools("use") == ["system", "system"]
+
+
+def test_a_pool_the_environment_names_is_kept():
+    import pyarrow as pa
+
+    if "jemalloc" not in pa.supported_memory_backends():
+        pytest.skip("this pyarrow has no jemalloc pool")
+    assert arrow_pools("use", ARROW_DEFAULT_MEMORY_POOL="jemalloc") == ["jemalloc", "jemalloc"]
