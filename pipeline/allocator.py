@@ -52,8 +52,11 @@ def use_system_arrow_pool() -> str:
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's arenas for the threads created from now on (threads that already have one keep it: call this
     before Ray starts), and for the processes this one starts from now on, unless the environment already says.
-    Returns whether this process's cap was set; False where the C library is not glibc."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))  # read by glibc when a new process starts
+    Returns whether this call set this process's cap: False where MALLOC_ARENA_MAX was already set (glibc read it
+    when the process started, and follows it) or the C library is not glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    os.environ["MALLOC_ARENA_MAX"] = str(arenas)  # read by glibc when a new process starts
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

@@ -51,6 +51,11 @@ def test_a_process_started_with_the_variable_is_capped_from_its_start():
     assert arenas("none", MALLOC_ARENA_MAX="2")[1] == 2
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="MALLOC_ARENA_MAX is glibc's")
+def test_an_arena_count_the_environment_names_is_kept():
+    assert arenas("cap", MALLOC_ARENA_MAX="4") == ("False", 4, "4")  # not lowered to 2
+
+
 
 ARROW_POOLS = """
 import subprocess, sys
