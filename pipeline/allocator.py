@@ -1,5 +1,6 @@
 """The run's allocators, so that a long run's processes keep flat memory: glibc's malloc with at most MALLOC_ARENAS
-arenas, and Arrow's buffers from that malloc (its "system" pool) rather than from the mimalloc Arrow bundles.
+arenas, Arrow's buffers from that malloc (its "system" pool) rather than from the mimalloc Arrow bundles, and in the
+driver a fixed mmap threshold (`map_large_blocks`), so that large blocks freed go back to the system.
 
 glibc gives each new thread its own arena, up to 8 per core, and an arena keeps the memory its thread freed. The
 driver's native threads (Ray's core worker and Ray Data's executor, over 30 of them) allocate and free small buffers
@@ -12,7 +13,8 @@ workers live through the run), and infra/runtime_env.yaml sets it for a cluster'
 Arrow's default pool, mimalloc, keeps the pages it freed in the process's private memory (it gives them back with
 MADV_FREE, which the kernel reclaims only under pressure): the task worker that reads a segment's plan (about 50k
 pairs, 13 Parquet parts) stayed 130 MiB larger for the rest of the run, which the memory bench counted as worker
-growth (1.95x the 1k run at 100k pairs). With the system pool the same read leaves it 35 MiB larger. The choice is
+growth (1.95x the 1k run at 100k pairs). With the system pool the same read leaves it 35 MiB larger (measured
+alone: a peak of 220 MiB with mimalloc, 121 MiB with the system pool). The choice is
 the variable ARROW_DEFAULT_MEMORY_POOL, which Arrow reads when a process first allocates: set here for the
 processes started from now on unless the environment already names a pool (and in infra/runtime_env.yaml), and
 applied to this process through `pyarrow.set_memory_pool`.
@@ -24,18 +26,37 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 MALLOC_ARENAS = 2
 ARROW_POOL = "system"
-M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+MMAP_THRESHOLD = 128 << 10  # glibc's own starting value
+M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # mallopt's parameter numbers in glibc's malloc.h
 
 
 def bound_allocators() -> None:
-    """Both choices, for this process and the processes it starts: call before Ray starts (`limit_malloc_arenas`)."""
+    """The driver's choices: call before Ray starts (`limit_malloc_arenas`). The arena cap and Arrow's pool also hold
+    for the processes it starts; the fixed mmap threshold only here (`map_large_blocks`)."""
     limit_malloc_arenas()
+    map_large_blocks()
     use_system_arrow_pool()
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
+    """malloc's blocks of `threshold` bytes and more from mmap, given back to the system when freed, now and later.
+
+    glibc starts with that threshold (128 KiB) but raises it to the size of each mmapped block freed, up to 32 MiB:
+    after that, large blocks come from the arenas, and memory they leave free stays in the process. Validating a
+    pairs manifest of 1M pairs (batches of digests, then their sort) left the driver 47 MiB larger that way, 9 MiB
+    with the threshold fixed. Setting it stops the raising. In the driver only: processes that allocate large blocks
+    in a loop (the model's CPU tensors) would pay a page fault per page each time. False where glibc is not there,
+    or where MALLOC_MMAP_THRESHOLD_ set a threshold already (glibc follows it, fixed, from the process's start)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    mallopt = _glibc_mallopt()
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, threshold) == 1
 
 
 def use_system_arrow_pool() -> str:
@@ -57,13 +78,18 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     os.environ["MALLOC_ARENA_MAX"] = str(arenas)  # read by glibc when a new process starts
-    name = ctypes.util.find_library("c")
+    mallopt = _glibc_mallopt()
+    return mallopt is not None and mallopt(M_ARENA_MAX, arenas) == 1
+
+
+def _glibc_mallopt() -> Callable[[int, int], int] | None:
+    """glibc's mallopt, or None under another C library (whose parameter numbers differ) or none found."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
-        return False
+        return None
     if not hasattr(libc, "gnu_get_libc_version"):
-        return False  # another C library's mallopt: its parameter numbers differ
+        return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_ARENA_MAX, arenas) == 1
+    return mallopt

@@ -88,3 +88,33 @@ def test_a_pool_the_environment_names_is_kept():
     if "jemalloc" not in pa.supported_memory_backends():
         pytest.skip("this pyarrow has no jemalloc pool")
     assert arrow_pools("use", ARROW_DEFAULT_MEMORY_POOL="jemalloc") == ["jemalloc", "jemalloc"]
+
+
+MMAPPED_AFTER_FREE = """
+import ctypes, sys
+from pipeline.allocator import map_large_blocks
+fixed = sys.argv[1] == "fixed" and map_large_blocks()
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = Info
+libc.free(libc.malloc(1 << 20))  # a first large block: mmapped, and glibc may raise its threshold when it is freed
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print(fixed, libc.mallinfo2().hblks - before)  # 1: the second block is mmapped; 0: it came from an arena
+"""
+
+
+def mmapped_after_free(mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", MMAPPED_AFTER_FREE, mode], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the threshold is glibc's mallopt(M_MMAP_THRESHOLD)")
+def test_large_blocks_stay_mmapped_once_the_threshold_is_fixed():
+    assert mmapped_after_free("fixed") == ("True", 1)  # given back to the system when freed
+    assert mmapped_after_free("none") == ("False", 0)  # glibc's raised threshold: the block came from an arena
