@@ -49,7 +49,7 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
 
     glibc starts with that threshold (128 KiB) but raises it to the size of each mmapped block freed, up to 32 MiB:
     after that, large blocks come from the arenas, and memory they leave free stays in the process. Validating a
-    pairs manifest of 1M pairs (batches of digests, then their sort) left the driver 47 MiB larger that way, 9 MiB
+    pairs manifest of 1M pairs (batches of digests, then their sort) left the driver 47 MiB larger that way, 8-9 MiB
     with the threshold fixed. Setting it stops the raising. In the driver only: processes that allocate large blocks
     in a loop (the model's CPU tensors) would pay a page fault per page each time. False where glibc is not there,
     or where MALLOC_MMAP_THRESHOLD_ set a threshold already (glibc follows it, fixed, from the process's start)."""
