@@ -9,6 +9,19 @@ import sys
 
 import pytest
 
+# What the allocator module sets in the environment: an earlier test's local Ray may have left them in this process's.
+ALLOCATOR_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")
+
+
+def fresh_python(script: str, mode: str, **env: str) -> list[str]:
+    """The words `script` prints, run with argument `mode` in a new interpreter whose environment holds none of
+    ALLOCATOR_VARIABLES but those given in `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                         env={**clean, **env})
+    return out.stdout.split()
+
+
 COUNT_ARENAS = """
 import ctypes, os, sys, tempfile, threading
 from pipeline.allocator import limit_malloc_arenas
@@ -32,10 +45,7 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as f:
 
 def arenas(mode: str, **env: str) -> tuple[str, int, str]:
     """(capped, glibc's arena count after 8 threads, MALLOC_ARENA_MAX as the process left it) of a fresh process."""
-    clean = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}  # an earlier test's Ray may have set it
-    out = subprocess.run([sys.executable, "-c", COUNT_ARENAS, mode], capture_output=True, text=True,
-                         check=True, env={**clean, **env})
-    capped, count, variable = out.stdout.split()
+    capped, count, variable = fresh_python(COUNT_ARENAS, mode, **env)
     return capped, int(count), variable
 
 
@@ -56,7 +66,6 @@ def test_an_arena_count_the_environment_names_is_kept():
     assert arenas("cap", MALLOC_ARENA_MAX="4") == ("False", 4, "4")  # not lowered to 2
 
 
-
 ARROW_POOLS = """
 import subprocess, sys
 import pyarrow as pa
@@ -70,10 +79,7 @@ print(here, child)
 
 def arrow_pools(mode: str, **env: str) -> list[str]:
     """[the pool of a fresh process (after use_system_arrow_pool with mode "use"), the pool of a process it starts]."""
-    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}  # a local Ray may have set it
-    out = subprocess.run([sys.executable, "-c", ARROW_POOLS, mode], capture_output=True, text=True, check=True,
-                         env={**clean, **env})
-    return out.stdout.split()
+    return fresh_python(ARROW_POOLS, mode, **env)
 
 
 def test_arrow_buffers_come_from_malloc_here_and_in_the_processes_started_after():
@@ -109,9 +115,8 @@ print(fixed, libc.mallinfo2().hblks - before)  # 1: the second block is mmapped;
 
 
 def mmapped_after_free(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", MMAPPED_AFTER_FREE, mode], capture_output=True, text=True,
-                         check=True).stdout.split()
-    return out[0], int(out[1])
+    fixed, mmapped = fresh_python(MMAPPED_AFTER_FREE, mode)
+    return fixed, int(mmapped)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the threshold is glibc's mallopt(M_MMAP_THRESHOLD)")
