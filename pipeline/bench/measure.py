@@ -115,10 +115,15 @@ class _Sampler:
 class MemorySampler(_Sampler):
     """Samples, every `interval_s`, the peak RSS of this process and of every process below it (Ray's raylet, GCS and
     workers when this process started Ray), and the largest sum of their current RSS. VmHWM is a running peak, so a
-    worker's peak is caught unless it exits between two samples after growing."""
+    worker's peak is caught unless it exits between two samples after growing. For this process it also keeps when
+    its private memory peaked and, every `timeline_s`, what it was then (perf_counter seconds, MiB): where in a run
+    the driver's memory goes."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.5, timeline_s: float = 30.0) -> None:
         super().__init__(interval_s)
+        self.timeline_s = timeline_s
+        self.driver_timeline: list[tuple[float, float]] = []
+        self.driver_peak_at: float | None = None
         self.peaks: dict[int, float] = {}
         self.anon_peaks: dict[int, float] = {}  # private memory only (RssAnon): no shared object-store pages
         self.names: dict[int, str] = {}
@@ -136,9 +141,18 @@ class MemorySampler(_Sampler):
             self.names.setdefault(pid, "?")
             self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)
             if anon is not None:
+                if pid == os.getpid():
+                    self._driver_sample(round(anon / 1024, 1))
                 self.anon_peaks[pid] = max(self.anon_peaks.get(pid, 0.0), round(anon / 1024, 1))
             total += now or 0.0
         self.max_total_rss_mib = max(self.max_total_rss_mib, round(total, 1))
+
+    def _driver_sample(self, anon_mib: float) -> None:
+        now = time.perf_counter()
+        if anon_mib > self.anon_peaks.get(os.getpid(), 0.0):
+            self.driver_peak_at = now
+        if not self.driver_timeline or now - self.driver_timeline[-1][0] >= self.timeline_s:
+            self.driver_timeline.append((now, anon_mib))
 
     def summary(self) -> dict[str, Any]:
         driver = self.peaks.get(os.getpid())

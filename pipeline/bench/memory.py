@@ -8,6 +8,8 @@ too large for the machine is measured over a bounded window and reported as `par
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import signal
@@ -108,6 +110,26 @@ class FigureWriter:
         os.replace(tmp, self.path)
 
 
+def driver_timeline(memory: MemorySampler, arrivals: list[tuple[float, float, int]],
+                    started: float) -> dict[str, Any]:
+    """When the driver's private memory peaked and its coarse timeline, each moment as seconds after `started` and
+    the pairs finished by then (0: still validating and planning, or starting the actors)."""
+
+    times = [t for t, _, _ in arrivals]  # in the order they came
+    done = list(itertools.accumulate(n for _, _, n in arrivals))
+
+    def done_by(at: float) -> int:
+        i = bisect.bisect_right(times, at)
+        return done[i - 1] if i else 0
+
+    peak_at = memory.driver_peak_at
+    return {
+        "driver_peak_anon_after_s": round(peak_at - started, 1) if peak_at is not None else None,
+        "driver_peak_anon_pairs_done": done_by(peak_at) if peak_at is not None else None,
+        "driver_anon_timeline": [[round(at - started, 1), mib, done_by(at)] for at, mib in memory.driver_timeline],
+    }
+
+
 def inputs_at(root: Path, n: int) -> Inputs:
     """The inputs `write_inputs(root, n, ...)` wrote."""
     return Inputs(str(root / "catalogue.parquet"), str(root / "scenes.parquet"), str(root / "pairs.parquet"), n)
@@ -141,7 +163,8 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
 
         def snapshot() -> dict[str, Any]:
             return {**state, "wall_s": round(time.perf_counter() - started, 2), **memory.summary(),
-                    **store.summary(), **parts.summary(), **_steady(arrivals, started)}
+                    **store.summary(), **parts.summary(), **_steady(arrivals, started),
+                    **driver_timeline(memory, list(arrivals), started)}
 
         writer = stack.enter_context(FigureWriter(root / FIGURES, snapshot))
         stack.enter_context(batch_clock(arrivals))
@@ -165,6 +188,7 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
         writer.write(figures)
     memory.sample()
     figures.update(memory.summary())  # the last samples, taken while Ray shut down, count too
+    figures.update(driver_timeline(memory, arrivals, started))
     writer.write(figures)
     return figures
 

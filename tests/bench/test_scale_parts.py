@@ -3,14 +3,16 @@ end to end at test size with a real Ray (no figure asserted: timing belongs in b
 
 from __future__ import annotations
 
+import os
 import time
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 
 from pipeline import stages
 from pipeline.bench import cluster, memory
-from pipeline.bench.measure import process_kind
+from pipeline.bench.measure import MemorySampler, process_kind
 
 
 def test_steady_leaves_the_first_batch_out():
@@ -19,6 +21,19 @@ def test_steady_leaves_the_first_batch_out():
     assert out["pairs_finished"] == 16 and out["steady_pairs"] == 12 and out["first_batch_after_s"] == 2.0
     assert out["steady_ms_per_pair"] == pytest.approx(3 / 12 * 1e3)
     assert "steady_ms_per_pair" not in memory._steady(arrivals[:2], started=8.0)
+
+
+def test_driver_timeline_places_the_peak_among_the_batches():
+    """The driver's peak and timeline, each with the pairs finished by then: 0 before the first batch."""
+    sampler = MemorySampler(timeline_s=10.0)
+    for at, mib in ((100.0, 50.0), (105.0, 80.0), (112.0, 70.0), (125.0, 90.0), (130.0, 60.0)):
+        with patch.object(time, "perf_counter", return_value=at):
+            sampler._driver_sample(mib)
+        sampler.anon_peaks[os.getpid()] = max(sampler.anon_peaks.get(os.getpid(), 0.0), mib)
+    arrivals = [(110.0, 0.0, 4), (120.0, 0.0, 4), (126.0, 0.0, 4)]
+    out = memory.driver_timeline(sampler, arrivals, started=100.0)
+    assert out["driver_peak_anon_after_s"] == 25.0 and out["driver_peak_anon_pairs_done"] == 8
+    assert out["driver_anon_timeline"] == [[0.0, 50.0, 0], [12.0, 70.0, 4], [25.0, 90.0, 8]]
 
 
 def test_part_watch_times_the_parts(tmp_path):
