@@ -249,6 +249,30 @@ def _check_pairs_manifest(uri: str, s3: S3Config | None, catalogue: pa.Table | N
                         f"{_examples(examples, total=len(dupes))}")
 
 
+class _FirstNames:
+    """The rows that named an unknown value, and the first MAX_LISTED of those values in sorted order: what a report
+    shows, in memory that does not grow with a manifest whose ids are mostly unknown (a set of every such id would)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.names: list[str] = []
+        self.more = False  # whether distinct values past `names` were seen
+
+    def add(self, values: pa.ChunkedArray | pa.Array) -> None:
+        values = values.filter(pc.and_(pc.is_valid(values), pc.greater(pc.utf8_length(values), 0)))
+        self.rows += len(values)
+        if not len(values):
+            return
+        distinct = pc.unique(values)
+        first = pc.take(distinct, pc.array_sort_indices(distinct)[:MAX_LISTED]).to_pylist()
+        merged = sorted({*self.names, *first})
+        self.more = self.more or len(distinct) > MAX_LISTED or len(merged) > MAX_LISTED
+        self.names = merged[:MAX_LISTED]
+
+    def __str__(self) -> str:
+        return ", ".join(repr(v) for v in self.names) + (" and others" if self.more else "")
+
+
 class _PairsTally:
     """What `_check_pairs_manifest` finds, batch after batch: counts, unknown names, key digests."""
 
@@ -257,7 +281,7 @@ class _PairsTally:
         self.variants = None if variants in (None, [DEFAULT_VARIANT]) else {*variants, DEFAULT_VARIANT}
         self.rows = 0
         self.null_or_empty: dict[str, int] = {}
-        self.unknown: dict[str, set[str]] = {"product_id": set(), "scene_id": set(), "variant": set()}
+        self.unknown = {column: _FirstNames() for column in ("product_id", "scene_id", "variant")}
         self.empty_variants = 0
         self.digests: list[np.ndarray] = []
 
@@ -269,12 +293,12 @@ class _PairsTally:
         for column, table in known.items():
             if table is not None:
                 unknown = pc.invert(pc.is_in(batch.column(column), value_set=table.column(column)))
-                self.unknown[column].update(v for v in batch.filter(unknown).column(column).to_pylist() if v)
+                self.unknown[column].add(batch.filter(unknown).column(column))
         variant = batch.column("variant")
         self.empty_variants += pc.sum(pc.equal(pc.utf8_length(variant), 0)).as_py() or 0
         if self.variants is not None:
             named = pc.is_in(variant, value_set=pa.array(sorted(self.variants), pa.string()))
-            self.unknown["variant"].update(batch.filter(pc.invert(named)).column("variant").to_pylist())
+            self.unknown["variant"].add(batch.filter(pc.invert(named)).column("variant"))
         complete = pc.and_(pc.is_valid(batch.column("product_id")), pc.is_valid(batch.column("scene_id")))
         self.digests.append(digests(batch.filter(complete)))
 
@@ -287,15 +311,16 @@ class _PairsTally:
                 found.append(f"pairs manifest: column '{column}' has {self.null_or_empty[column]} null or empty "
                              "values")
         for column, what in (("product_id", "the catalogue"), ("scene_id", "the scenes")):
-            names = sorted(self.unknown[column])
-            if names:
-                found.append(f"pairs manifest: {len(names)} {column} values not in {what}: {_examples(names)}")
+            unknown = self.unknown[column]
+            if unknown.rows:
+                found.append(f"pairs manifest: {unknown.rows} pairs name {column} values not in {what}: {unknown}")
         if self.empty_variants:
             found.append(f"pairs manifest: column 'variant' has {self.empty_variants} empty values (leave it null "
                          "for 'default')")
-        if self.unknown["variant"]:
-            found.append(f"pairs manifest: variant values {sorted(self.unknown['variant'])} are not among the "
-                         f"configured variants {sorted(self.variants - {DEFAULT_VARIANT})}")
+        if self.unknown["variant"].rows:
+            found.append(f"pairs manifest: variant values {self.unknown['variant'].names} are not among the "
+                         f"configured variants {sorted(self.variants - {DEFAULT_VARIANT})}"
+                         + (" (and others)" if self.unknown["variant"].more else ""))
         return found
 
 

@@ -259,7 +259,7 @@ def expand_variants(pairs: pa.Table, names: list[str]) -> pa.Table:
     if names == [DEFAULT_VARIANT]:
         return pairs
     variant = pairs.column("variant")
-    unknown = sorted(set(variant.to_pylist()) - set(names) - {DEFAULT_VARIANT})
+    unknown = sorted(set(pc.unique(variant).to_pylist()) - set(names) - {DEFAULT_VARIANT})
     if unknown:
         raise JobError(f"pairs manifest: variant values {unknown} are not among the configured variants {names}")
     parts = []

@@ -2,6 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import manifests
 from pipeline.manifests import ManifestError, load_manifests
 
 
@@ -61,8 +62,25 @@ def test_pairs_naming_unknown_ids_and_duplicates(good):
     with pytest.raises(ManifestError) as info:
         load_manifests(cat, scn, pairs)
     text = str(info.value)
-    assert "1 product_id values not in the catalogue: 'p9'" in text
+    assert "1 pairs name product_id values not in the catalogue: 'p9'" in text
     assert "duplicate (product_id, scene_id, variant): 'p1/s1/default'" in text
+
+
+def test_unknown_ids_report_every_pair_and_the_first_names_across_batches(good, monkeypatch):
+    """Unknown ids are counted in pairs and shown by their first names in sorted order, batch after batch: the
+    report holds a few names, not every unknown id of the manifest."""
+    tmp_path, cat, scn = good
+    monkeypatch.setattr(manifests, "PAIRS_BATCH_ROWS", 3)
+    products = ["q9", "q1", "p1", "q7", "q1", "q0", "q5", "q3", "q8", "q2"]  # q6, q4 never named
+    pairs = _write(tmp_path / "p.parquet", pa.table({"product_id": products, "scene_id": [f"s{i % 2 + 1}" for i in
+                                                                                         range(10)]}))
+    with pytest.raises(ManifestError) as info:
+        load_manifests(cat, scn, pairs)
+    assert "9 pairs name product_id values not in the catalogue: 'q0', 'q1', 'q2', 'q3', 'q5' and others" in str(
+        info.value)
+    few = _write(tmp_path / "few.parquet", pa.table({"product_id": ["q2", "q1", "q2"], "scene_id": ["s1"] * 3}))
+    with pytest.raises(ManifestError, match=r"(?m)3 pairs name product_id values not in the catalogue: 'q1', 'q2'$"):
+        load_manifests(cat, scn, few)
 
 
 def test_scene_without_region_and_unreadable_files(tmp_path, good):
