@@ -214,12 +214,23 @@ class RowTally:
 
 
 def tally_rows(cfg: RunConfig) -> RowTally:
-    """The run folder's rows, counted part by part."""
+    """The run folder's rows, counted part by part, each part read alone by one thread (`ParquetFile`): a dataset
+    scan over a 1M-pair run's 1,000 parts left the driver about 60 MiB larger at the end of the run, this 5 MiB."""
     tally = RowTally()
     dataset = metadata_dataset(cfg)
-    for batch in dataset.to_batches(columns=list(TALLIED)) if dataset is not None else []:
-        tally.add(batch)
+    for path in dataset.files if dataset is not None else []:
+        with dataset.filesystem.open_input_file(path) as source, pq.ParquetFile(source) as part:
+            present = [c for c in TALLIED if c in part.schema_arrow.names]  # an older part may lack a column
+            for batch in part.iter_batches(columns=present, use_threads=False):
+                tally.add(_with_columns(batch, TALLIED))
     return tally
+
+
+def _with_columns(batch: pa.RecordBatch, names: tuple[str, ...]) -> pa.Table:
+    """`batch` with the declared columns `names`, cast to the declared schema; a column it lacks as nulls."""
+    columns = [batch.column(n).cast(METADATA_SCHEMA.field(n).type) if n in batch.schema.names
+               else pa.nulls(batch.num_rows, METADATA_SCHEMA.field(n).type) for n in names]
+    return pa.Table.from_arrays(columns, names=list(names))
 
 
 def build_summary(cfg: RunConfig, rows: pa.Table | RowTally, *, attempt_pairs: int, wall_s: float,

@@ -189,3 +189,18 @@ def test_progress_logs_at_most_every_interval(monkeypatch):
     line = progress.update(["failed", "ok"])
     assert line == "progress: 3/4 pairs done (1 failed), 0.30 pairs/s, 10s elapsed"
     assert progress.update(["ok"]) is None and progress.done == 4
+
+
+def test_tally_rows_counts_what_the_dataset_reads_an_older_part_without_variant_included(cfg):
+    """Part by part, the tally holds what one read of the whole folder (pyarrow's dataset, the declared schema)
+    counts; a part written before a column existed counts it as null, as that read does."""
+    writer = record.MetadataWriter(cfg, part_rows=3)
+    writer.add(rows(cfg, pairs(4)))
+    writer.add(rows(cfg, [("f1", "s"), ("f2", "s")], status="failed", variant="b"))
+    writer.flush()
+    older = rows(cfg, [("o1", "s")]).drop_columns(["variant"])
+    pq.write_table(older, Path(record.metadata_uri(cfg)) / "part-older.parquet")
+    reference = record.RowTally()
+    reference.add(record.read_metadata(cfg))
+    assert record.tally_rows(cfg) == reference
+    assert reference.rows == 7 and reference.statuses == {"ok": 5, "failed": 2} and None in reference.variants
