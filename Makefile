@@ -28,24 +28,24 @@ DEMO_BUILD := build/demo-model
 DEMO_WEIGHTS := pipeline/model/weights/demo
 demo-model: setup
 	rm -rf $(DEMO_BUILD)
-	$(PY) -m pipeline.procedural $(DEMO_BUILD)/data --pairs 1500
+	$(PY) -m pipeline.synthetic.procedural $(DEMO_BUILD)/data --pairs 1500
 	$(PY) -m pipeline.train.autoencoder --config configs/train-demo-autoencoder.yaml
 	$(PY) -m jobs.train --config configs/train-demo.yaml
 	rm -rf $(DEMO_WEIGHTS)
 	$(PY) -m pipeline.model convert --dtype fp16 --out $(DEMO_WEIGHTS) \
 		--from-checkpoint $$(ls -d $(DEMO_BUILD)/runs/demo/checkpoint_[0-9]* | tail -n 1)/model
-	$(PY) -m jobs.bench --parts demo_quality --out $(DEMO_BUILD)/quality.json
+	$(PY) -m benchmarks --parts demo_quality --out $(DEMO_BUILD)/quality.json
 
 test: setup
-	$(PY) -m ruff check pipeline jobs tests
+	$(PY) -m ruff check pipeline jobs tests benchmarks
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check pipeline jobs tests
-	$(PY) -m ruff format --check pipeline jobs tests
+	$(PY) -m ruff check pipeline jobs tests benchmarks
+	$(PY) -m ruff format --check pipeline jobs tests benchmarks
 
 bench: setup
-	$(PY) -m jobs.bench
+	$(PY) -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

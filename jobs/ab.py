@@ -3,7 +3,7 @@
     tryall submit ab --config configs/ab.yaml --set run_id=2026-11-25-steps
 
 Each variant's images go under `images/<variant>/...` and its metadata rows carry `variant`; every variant computes
-every pair with the same seed (pipeline.pairing.pair_seed ignores the variant), so the comparison is paired. The
+every pair with the same seed (inference.pairing.pair_seed ignores the variant), so the comparison is paired. The
 variants run one after another in the same run, each in its own Ray Data pass (its model loaded once per actor).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
-from pipeline.config import ConfigError, RunConfig
-from pipeline.runner import run
+from pipeline.inference.config import ConfigError, RunConfig
+from pipeline.inference.runner import run
 
 
 def ab(cfg: RunConfig) -> int:

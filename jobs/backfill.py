@@ -14,8 +14,8 @@ import logging
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
-from pipeline.config import RunConfig
-from pipeline.runner import run
+from pipeline.inference.config import RunConfig
+from pipeline.inference.runner import run
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from jobs.registry import JOBS, default_prog
-from pipeline.config import RunConfig
-from pipeline.errors import JobError
-from pipeline.settings import JobSettings, load_settings, settings_help
+from pipeline.core.errors import JobError
+from pipeline.core.settings import JobSettings, load_settings, settings_help
+from pipeline.inference.config import RunConfig
 
 S = TypeVar("S", bound=JobSettings)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -17,10 +17,10 @@ import ray
 
 from jobs.cli import job_parser, print_summary, run_job
 from jobs.registry import JOBS, default_prog
-from pipeline.config import RunConfig
-from pipeline.runner import run, start_local_ray
-from pipeline.samples import write_sample_set
-from pipeline.storage import join
+from pipeline.core.storage import join
+from pipeline.inference.config import RunConfig
+from pipeline.inference.runner import run, start_local_ray
+from pipeline.synthetic.samples import write_sample_set
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

@@ -17,10 +17,10 @@ import sys
 import ray
 
 from jobs.cli import job_main
+from pipeline.core.storage import join
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.evaluation import evaluate_run, summary_lines
 from pipeline.evaluate.report import write_report
-from pipeline.storage import join
 
 
 def evaluate(cfg: EvalConfig) -> int:

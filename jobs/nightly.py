@@ -9,7 +9,7 @@
 `selection.incremental` is on unless the configuration turns it off: a product is new or changed when its
 `updated_at` is later than what the last finished whole-catalogue run under the same `output_uri` read, or, without
 `updated_at`, when no earlier finished run there has an `ok` row for its product_id and image_uri. The first nightly
-under an `output_uri` takes the whole catalogue. See pipeline/selection.py.
+under an `output_uri` takes the whole catalogue. See pipeline/inference/selection.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
-from pipeline.config import RunConfig
-from pipeline.runner import run
+from pipeline.inference.config import RunConfig
+from pipeline.inference.runner import run
 
 
 def nightly(cfg: RunConfig) -> int:

@@ -27,7 +27,6 @@ JOBS: dict[str, JobEntry] = {
                      submittable=False),
     "submit": JobEntry("jobs.submit", "submit a job to a Ray cluster, with a submission id <job>-<run_id>",
                        submittable=False),
-    "bench": JobEntry("jobs.bench", "benchmarks side by side: one JSON report and a table", submittable=False),
     "evaluate": JobEntry("jobs.evaluate", "score a finished run (CLIP-I, DINO-I, FD-DINOv2, KID, paired A/B), write "
                          "its review page"),
     "train": JobEntry("jobs.train", "train a DTC on image pairs with Ray Train (a run_id resumes its checkpoints)"),

@@ -38,8 +38,8 @@ import yaml
 
 from jobs.cli import settings_of
 from jobs.registry import JOBS, default_prog
-from pipeline.config import MODEL_CACHE_ENV
-from pipeline.settings import ENV_PREFIX, ConfigError, JobSettings, load_settings
+from pipeline.core.settings import ENV_PREFIX, ConfigError, JobSettings, load_settings
+from pipeline.inference.config import MODEL_CACHE_ENV
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_RUNTIME_ENV = "infra/runtime_env.yaml"

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _no_scene_from_an_earlier_test():
     """The CPU stages remember the last scene they decoded (per process): each test starts without one."""
-    from pipeline import postprocess, preprocess, stages
+    from pipeline.inference import postprocess, preprocess, stages
 
     preprocess.PREPARE_SCENES.clear()
     postprocess.COMPOSITE_SCENES.clear()

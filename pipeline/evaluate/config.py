@@ -1,6 +1,6 @@
 """The evaluation job's settings: which finished run, which encoders, the real set, the statistics, the page.
 
-Loaded like every job's (pipeline.settings): a YAML or JSON file, `TRYALL_*` variables, `--set` overrides.
+Loaded like every job's (pipeline.core.settings): a YAML or JSON file, `TRYALL_*` variables, `--set` overrides.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import S3Config
-from pipeline.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
-from pipeline.settings import Dtype, JobSettings, Section
+from pipeline.core.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
+from pipeline.core.settings import Dtype, JobSettings, Section
+from pipeline.core.storage import S3Config
 
 
 class EncodersConfig(Section):

@@ -1,6 +1,6 @@
 """Embeddings of the images to score, on Ray Data: CPU tasks fetch, decode and cut them, encoder actors embed them.
 
-The same shape as inference (pipeline.runner): CPU `map` tasks, then `map_batches` on an actor pool, one actor per
+The same shape as inference (pipeline/inference): CPU `map` tasks, then `map_batches` on an actor pool, one actor per
 GPU, each loading its encoders once; without a GPU in the cluster the actors run on CPU. Every image becomes one row
 with a status: one that is missing or unreadable is counted and reported, never a failed job.
 """
@@ -17,14 +17,13 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipeline.config import S3Config
-from pipeline.errors import INTERNAL_ERROR, MODEL_ERROR, PairError
+from pipeline.core.errors import INTERNAL_ERROR, MODEL_ERROR, PairError
+from pipeline.core.storage import S3Config, read_bytes, storage_options
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.crops import region_crop, whole_image
 from pipeline.evaluate.weights import Preprocessing
 from pipeline.imaging.decode import decode_image
-from pipeline.preprocess import build_region
-from pipeline.storage import read_bytes, storage_options
+from pipeline.inference.preprocess import build_region
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ def embed_items(cfg: EvalConfig, items: pa.Table, encoders: dict[str, tuple[str,
             got = np.asarray(batch[f"vectors_{kind}"], np.float32)
             vectors.setdefault(kind, np.zeros((n, got.shape[1]), np.float32))[idx] = got
     del ds
-    gc.collect()  # let go of the actor pool (and its GPU) now, as pipeline.runner.release_actors explains
+    gc.collect()  # let go of the actor pool (and its GPU) now, as pipeline.inference.runner.release_actors explains
     for kind in sources:
         vectors.setdefault(kind, np.zeros((n, 0), np.float32))
     return Embeddings(status, reason, message, vectors)

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from pipeline import record
-from pipeline.config import RunConfig, S3Config
-from pipeline.errors import JobError, PairError
-from pipeline.keys import image_key
-from pipeline.manifests import load_manifests
-from pipeline.metadata_row import PAIR_KEY
-from pipeline.storage import join, read_bytes
+from pipeline.core.errors import JobError, PairError
+from pipeline.core.storage import S3Config, join, read_bytes
+from pipeline.inference import record
+from pipeline.inference.config import RunConfig
+from pipeline.inference.keys import image_key
+from pipeline.inference.manifests import load_manifests
+from pipeline.inference.metadata_row import PAIR_KEY
 
 
 class RunNotFinished(JobError):

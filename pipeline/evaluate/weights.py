@@ -7,10 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import S3Config
-from pipeline.errors import JobError, PairError
-from pipeline.model_sources import PICKLE_SUFFIXES
-from pipeline.storage import filesystem, join, read_bytes
+from pipeline.core.errors import JobError, PairError
+from pipeline.core.model_sources import PICKLE_SUFFIXES
+from pipeline.core.storage import S3Config, filesystem, join, read_bytes
 
 EncoderKind = Literal["clip", "dinov2", "inception"]
 RANDOM_ENCODER = "tiny"

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import IMAGE_TOO_LARGE, WRITE_ERROR, PairError
+from pipeline.core.errors import IMAGE_TOO_LARGE, WRITE_ERROR, PairError
 from pipeline.imaging.geometry import Box, intersect
 from pipeline.imaging.masks import Region, feathered_alpha
 

@@ -16,7 +16,7 @@ import io
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from pipeline.errors import DECODE_ERROR, IMAGE_TOO_LARGE, MASK_SIZE_MISMATCH, PairError
+from pipeline.core.errors import DECODE_ERROR, IMAGE_TOO_LARGE, MASK_SIZE_MISMATCH, PairError
 
 # Formats we open. Others (EPS, which runs Ghostscript, PSD, ICO, ...) are refused: fewer parsers
 # exposed to untrusted bytes, and none of them is a sensible catalogue or scene format.

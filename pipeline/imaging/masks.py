@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from pipeline.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
+from pipeline.core.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
 from pipeline.imaging.geometry import Box, intersect
 
 _THRESHOLD_LUT = [0] + [255] * 255  # any non-zero value -> 255

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import JobError
-from pipeline.provenance import hint_branch_trained
+from pipeline.core.errors import JobError
+from pipeline.core.provenance import hint_branch_trained
 
 from .build import build_random
 from .checkpoint import build_from_paint_by_example, build_from_sd_inpaint, save_checkpoint

@@ -13,7 +13,7 @@ from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 
-from pipeline.provenance import random_provenance
+from pipeline.core.provenance import random_provenance
 
 from .configs import IMAGENET_MEAN, IMAGENET_STD, SD15, DTCConfig
 from .dtc import DTC

@@ -21,7 +21,7 @@ from typing import Any
 import fsspec
 from filelock import FileLock
 
-from pipeline.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
+from pipeline.core.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
 
 from .errors import CheckpointError
 

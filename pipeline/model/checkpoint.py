@@ -4,7 +4,7 @@ A DTC checkpoint is a directory:
 
     dtc.json                                   {"format_version": 1, "model_type": "diffuse-to-choose",
                                                 "input_layout": "paint_by_example" | "sd_inpaint",
-                                                "provenance": {...} (pipeline/provenance.py), ...}
+                                                "provenance": {...} (pipeline/core/provenance.py), ...}
     unet/config.json                           diffusers UNet2DConditionModel (diffusers can open this folder)
     unet/diffusion_pytorch_model.safetensors
     vae/config.json                            diffusers AutoencoderKL (likewise)
@@ -41,8 +41,8 @@ from torch import nn
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, CLIPVisionConfig, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
 
-from pipeline.model_sources import PICKLE_SUFFIXES
-from pipeline.provenance import (
+from pipeline.core.model_sources import PICKLE_SUFFIXES
+from pipeline.core.provenance import (
     INDEX_FILE,
     check_provenance,
     paint_by_example_provenance,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.model_sources import SD15_MODEL, SMALL_MODEL, TINY_MODEL
+from pipeline.core.model_sources import SD15_MODEL, SMALL_MODEL, TINY_MODEL
 
 from .unet_inputs import PAINT_BY_EXAMPLE
 

@@ -9,7 +9,7 @@ from .errors import CheckpointError
 # Half precision is what makes the 512 px UNet fast on g5 (A10G) GPUs; CPU kernels for fp16 are slow or missing, and
 # bf16 on CPU is not faster than fp32 on the CPUs we run on, so CPU is always fp32.
 GPU_DTYPES = (torch.float16, torch.bfloat16)
-# The one mapping from the settings' dtype names (pipeline.settings.Dtype) to torch dtypes.
+# The one mapping from the settings' dtype names (pipeline.core.settings.Dtype) to torch dtypes.
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 

@@ -10,7 +10,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 from transformers.image_processing_utils import BaseImageProcessor
 
-from pipeline.provenance import PART_NAMES, check_provenance
+from pipeline.core.provenance import PART_NAMES, check_provenance
 
 from . import unet as unet_fwd
 from .configs import complete_scheduler_config
@@ -25,7 +25,7 @@ class DTC(nn.Module):
 
     The 9 channels are in the checkpoint's `input_layout` ("paint_by_example" or "sd_inpaint", see `unet_inputs`):
     build them with `unet_input`, never by hand. `provenance` says where the weights came from and which parts were
-    trained (`pipeline.provenance`); `save_checkpoint` writes both to dtc.json.
+    trained (`pipeline.core.provenance`); `save_checkpoint` writes both to dtc.json.
     """
 
     def __init__(
@@ -136,7 +136,7 @@ class DTC(nn.Module):
         return unet_fwd.decode(self.unet, skips, mid, emb, encoder_hidden_states, tuple(sample.shape[-2:]))
 
     def part_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """Every parameter, by the part it belongs to (`pipeline.provenance.PART_NAMES`): what a trainer freezes or
+        """Every parameter, by the part it belongs to (`provenance.PART_NAMES`): what a trainer freezes or
         trains, and names in the provenance's `trained_parts`. Each parameter is in exactly one part."""
         prefixes = {
             "unet.encoder": (self.unet, ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")),

@@ -22,7 +22,7 @@ class ReferenceEncoder(nn.Module, ABC):
     """Maps processed reference pixels to cross-attention tokens; `unconditional` gives guidance's null tokens."""
 
     kind: str = ""
-    # Parameter-name prefixes of the trainable parts (`pipeline.provenance.PART_NAMES` without "image_encoder.").
+    # Parameter-name prefixes of the trainable parts (`pipeline.core.provenance.PART_NAMES` without "image_encoder.").
     part_prefixes: dict[str, tuple[str, ...]] = {}
 
     @abstractmethod

@@ -6,7 +6,7 @@ message always names the file or field at fault so an operator can fix it withou
 
 from __future__ import annotations
 
-from pipeline.errors import JobError
+from pipeline.core.errors import JobError
 
 
 class CheckpointError(JobError):

@@ -9,7 +9,7 @@ from typing import Any
 import fsspec
 import torch
 
-from pipeline.model_sources import PACKAGED_MODELS
+from pipeline.core.model_sources import PACKAGED_MODELS
 
 from .build import build_random
 from .cache import fetch

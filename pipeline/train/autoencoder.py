@@ -31,9 +31,9 @@ from diffusers.models.resnet import ResnetBlock2D
 from pydantic import Field
 from torch import nn
 
-from pipeline.errors import JobError
-from pipeline.provenance import with_training
-from pipeline.settings import JobSettings, load_settings
+from pipeline.core.errors import JobError
+from pipeline.core.provenance import with_training
+from pipeline.core.settings import JobSettings, load_settings
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.data import load_train_manifest, pair_from_row
 from pipeline.train.pairs import pair_rng

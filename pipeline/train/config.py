@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import S3Config
-from pipeline.provenance import PART_NAMES
-from pipeline.settings import Dtype, JobSettings, Resolution, Section
+from pipeline.core.provenance import PART_NAMES
+from pipeline.core.settings import Dtype, JobSettings, Resolution, Section
+from pipeline.core.storage import S3Config
 
 
 class TrainModelConfig(Section):

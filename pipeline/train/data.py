@@ -23,11 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import errors
-from pipeline.config import S3Config
-from pipeline.errors import PairError
-from pipeline.manifests import BOX_COLUMNS, ManifestError, _check, _Column, _read, _with_columns
-from pipeline.storage import read_bytes
+from pipeline.core import errors
+from pipeline.core.errors import PairError
+from pipeline.core.storage import S3Config, read_bytes
+from pipeline.inference.manifests import BOX_COLUMNS, ManifestError, _check, _Column, _read, _with_columns
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.pairs import TrainPair, make_pair, pair_rng
 

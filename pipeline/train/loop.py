@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from pipeline.config import S3Config
-from pipeline.provenance import with_training
-from pipeline.storage import exists, filesystem, join, storage_options, write_bytes
+from pipeline.core.provenance import with_training
+from pipeline.core.storage import S3Config, exists, filesystem, join, storage_options, write_bytes
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import dataset_name
 from pipeline.train.learner import Learner, StepStats

@@ -1,7 +1,7 @@
 """One training pair from one manifest row: decode, region, augment, then the model inputs built as at inference.
 
 The crop, the fill mask, the hint and the reference come from the same `pipeline.imaging` functions that
-`pipeline.preprocess.prepare_pair` uses (context window, windowed resampling, mask crop, collage, reference), so a
+`inference.preprocess.prepare_pair` uses (context window, windowed resampling, mask crop, collage, reference), so a
 model trains on exactly what the sampler will give it. Pure: bytes and a NumPy generator in, arrays out; every
 failure is a `PairError` with a stable reason.
 """
@@ -25,7 +25,7 @@ from pipeline.imaging.decode import (
 )
 from pipeline.imaging.geometry import context_window
 from pipeline.imaging.masks import Region
-from pipeline.preprocess import build_region
+from pipeline.inference.preprocess import build_region
 from pipeline.train.augment import augment_reference, grow_box, outline_mask
 from pipeline.train.config import TrainDataConfig
 

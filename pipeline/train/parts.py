@@ -1,12 +1,12 @@
 """Which of the DTC's parts a training run updates. The parts themselves are the model's own split
-(`DTC.part_parameters`, names in `pipeline.provenance.PART_NAMES`), the names the checkpoint's provenance records."""
+(`DTC.part_parameters`, names in `provenance.PART_NAMES`), the names the checkpoint's provenance records."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from pipeline.core.provenance import PART_NAMES
 from pipeline.model import DTC
-from pipeline.provenance import PART_NAMES
 
 # The paper's split: frozen VAE, image-encoder backbone and main UNet encoder; everything else trained.
 PAPER = (

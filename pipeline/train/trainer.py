@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import JobError
-from pipeline.model_sources import MODEL_NAMES
-from pipeline.provenance import read_provenance
-from pipeline.storage import absolute, exists, filesystem, join, storage_options, write_bytes
+from pipeline.core.errors import JobError
+from pipeline.core.model_sources import MODEL_NAMES
+from pipeline.core.provenance import read_provenance
+from pipeline.core.storage import absolute, exists, filesystem, join, storage_options, write_bytes
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import Schedule, dataset_name, load_train_manifest, rank_dataset, validation_pairs
 from pipeline.train.parts import resolve_trainable

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from jobs import bench
-from pipeline.bench.report import HEADLINES, headline, table
+from benchmarks import cli as bench
+from benchmarks.report import HEADLINES, headline, table
 
 pytestmark = pytest.mark.integration
 

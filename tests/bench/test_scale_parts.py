@@ -10,9 +10,9 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 
-from pipeline import stages
-from pipeline.bench import cluster, memory
-from pipeline.bench.measure import MemorySampler, process_kind
+from benchmarks import cluster, memory
+from benchmarks.measure import MemorySampler, process_kind
+from pipeline.inference import stages
 
 
 def test_steady_leaves_the_first_batch_out():

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.config import S3Config
-from pipeline.samples import write_sample_set
+from pipeline.core.storage import S3Config
+from pipeline.synthetic.samples import write_sample_set
 
 from ._cluster import DashboardCluster
 

@@ -1,7 +1,7 @@
 """The packaged demo model: what the README says it is, and still far better than the untrained model.
 
 Seconds on a CPU, so a change to the model code, the sampler or the preprocessing cannot silently break the model
-`make demo` shows. The full measurement (64 pairs) is `tryall bench --parts demo_quality`.
+`make demo` shows. The full measurement (64 pairs) is `python -m benchmarks --parts demo_quality`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from pipeline.bench.demo_quality import QualityPlan, bench_demo_quality, held_out_crops
-from pipeline.config import RunConfig
+from benchmarks.demo_quality import QualityPlan, bench_demo_quality, held_out_crops
+from pipeline.core.model_sources import DEMO_MODEL, PACKAGED_MODELS
+from pipeline.core.provenance import hint_branch_trained, read_provenance
+from pipeline.inference.config import RunConfig
+from pipeline.inference.runner import check_model_source
 from pipeline.model import load_dtc
-from pipeline.model_sources import DEMO_MODEL, PACKAGED_MODELS
-from pipeline.provenance import hint_branch_trained, read_provenance
-from pipeline.runner import check_model_source
 
 DEMO_CONFIG = "configs/train-demo.yaml"
 

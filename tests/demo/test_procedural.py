@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pipeline.imaging.collage import hint_rectangle
-from pipeline.procedural import HELD_OUT_SEED, held_out_seeds, make_pair, write_training_set
-from pipeline.samples import PRODUCT_KINDS, draw_product_layers
+from pipeline.synthetic.procedural import HELD_OUT_SEED, held_out_seeds, make_pair, write_training_set
+from pipeline.synthetic.samples import PRODUCT_KINDS, draw_product_layers
 
 
 def test_a_pair_is_a_function_of_its_seed():

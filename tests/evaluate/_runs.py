@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.config import load_config
-from pipeline.runner import run
-from pipeline.samples import write_sample_set
+from pipeline.inference.config import load_config
+from pipeline.inference.runner import run
+from pipeline.synthetic.samples import write_sample_set
 
 VARIANTS = "[{name: a, sampling: {steps: 2}}, {name: b, sampling: {steps: 4}}]"
 # The output whose image the evaluated copy lacks: the evaluation counts it, the page shows it as missing.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR, cost_projection, format_projection
+from pipeline.inference.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR, cost_projection, format_projection
 
 
 def test_the_papers_6_4_seconds_per_image_cost_about_1_79_dollars_per_1000():
@@ -26,9 +26,9 @@ def test_another_price_and_no_images():
 def test_a_runs_summary_projects_its_cost_from_its_rows():
     import pyarrow as pa
 
-    from pipeline.config import RunConfig
-    from pipeline.metadata_row import METADATA_SCHEMA
-    from pipeline.record import build_summary
+    from pipeline.inference.config import RunConfig
+    from pipeline.inference.metadata_row import METADATA_SCHEMA
+    from pipeline.inference.record import build_summary
 
     cfg = RunConfig.model_validate({"run_id": "r", "catalogue_uri": "c", "scenes_uri": "s", "output_uri": "o",
                                     "cost": {"gpu_hourly_usd": 3.6}})

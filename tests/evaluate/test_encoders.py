@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
-from pipeline.errors import JobError
+from pipeline.core.errors import JobError
+from pipeline.core.settings import ConfigError, load_settings
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.embeddings import Encode, prepare_item
 from pipeline.evaluate.metrics import cosine_score
 from pipeline.evaluate.weights import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, check_source
 from pipeline.model.errors import CheckpointError
-from pipeline.settings import ConfigError, load_settings
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.evaluate import main as evaluate_main
-from pipeline.errors import JobError
+from pipeline.core.errors import JobError
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.embeddings import gpus_per_actor
 from pipeline.evaluate.evaluation import evaluate_run

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pipeline.config import S3Config
-from pipeline.errors import JobError
+from pipeline.core.errors import JobError
+from pipeline.core.settings import ConfigError, load_settings
+from pipeline.core.storage import S3Config
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.embeddings import Encode, prepare_item
 from pipeline.evaluate.encoders import load_embedder
@@ -28,7 +29,6 @@ from pipeline.evaluate.inception import FIDInception, checked_state_dict, random
 from pipeline.evaluate.metrics import frechet_metric
 from pipeline.evaluate.weights import INCEPTION, check_source
 from pipeline.model.errors import CheckpointError
-from pipeline.settings import ConfigError, load_settings
 
 # Tensors per block: each convolution is conv.weight + bn.{weight, bias, running_mean, running_var,
 # num_batches_tracked}; blocks A, B, C, D, E have 7, 4, 10, 6 and 9 convolutions.

@@ -69,7 +69,7 @@ def test_outline_follows_the_region_edge():
 def test_pages_on_s3_are_served_as_html(s3_server, s3_bucket):
     import boto3
 
-    from pipeline.config import S3Config
+    from pipeline.core.storage import S3Config
     from pipeline.evaluate.report.build import write_pages
 
     write_pages(f"s3://{s3_bucket}/runs/r1/report", {"index.html": "<p>1</p>", "pairs-2.html": "<p>2</p>"},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from pipeline.errors import IMAGE_TOO_LARGE, PairError
+from pipeline.core.errors import IMAGE_TOO_LARGE, PairError
 from pipeline.imaging.collage import hint_rectangle, make_hint, make_reference
 from pipeline.imaging.composite import check_encodable, encode_image, paste_back
 from pipeline.imaging.crop import crop_resized

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.errors import DECODE_ERROR, IMAGE_TOO_LARGE, MASK_SIZE_MISMATCH, PairError
+from pipeline.core.errors import DECODE_ERROR, IMAGE_TOO_LARGE, MASK_SIZE_MISMATCH, PairError
 from pipeline.imaging.decode import (
     decode_image,
     decode_mask,

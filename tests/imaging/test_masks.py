@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
+from pipeline.core.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
 from pipeline.imaging import masks
 from pipeline.imaging.masks import Region, dilate, feathered_alpha, mask_from_box, validate_box
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from pipeline import preprocess
-from pipeline.errors import (
+from pipeline.core.errors import (
     DECODE_ERROR,
     IMAGE_TOO_LARGE,
     INTERNAL_ERROR,
@@ -24,8 +23,9 @@ from pipeline.imaging.crop import crop_resized
 from pipeline.imaging.decode import TRANSPOSE, decode_image
 from pipeline.imaging.masks import Region
 from pipeline.imaging.settings import ImageSettings
-from pipeline.postprocess import composite_pair
-from pipeline.preprocess import prepare_pair
+from pipeline.inference import preprocess
+from pipeline.inference.postprocess import composite_pair
+from pipeline.inference.preprocess import prepare_pair
 
 from ._helpers import brute_dilate, encode, exif_with_orientation, noise, photo, png_header_only
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.errors import INTERNAL_ERROR, PairError
+from pipeline.core.errors import INTERNAL_ERROR, PairError
 from pipeline.imaging.masks import Region
 from pipeline.imaging.settings import ImageSettings
-from pipeline.postprocess import composite_pair
-from pipeline.preprocess import prepare_pair
+from pipeline.inference.postprocess import composite_pair
+from pipeline.inference.preprocess import prepare_pair
 
 from ._helpers import encode, exif_with_orientation, photo
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import postprocess
-from pipeline.errors import PairError
+from pipeline.core.errors import PairError
 from pipeline.imaging.decode import decode_image
 from pipeline.imaging.settings import ImageSettings
-from pipeline.postprocess import SceneCache, composite_pair
-from pipeline.preprocess import prepare_pair
+from pipeline.inference import postprocess
+from pipeline.inference.postprocess import SceneCache, composite_pair
+from pipeline.inference.preprocess import prepare_pair
 
 from ._helpers import encode, exif_with_orientation, noise, photo
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import preprocess
-from pipeline.errors import MASK_EMPTY, PairError
+from pipeline.core.errors import MASK_EMPTY, PairError
 from pipeline.imaging.settings import ImageSettings
-from pipeline.preprocess import prepare_pair
+from pipeline.inference import preprocess
+from pipeline.inference.preprocess import prepare_pair
 
 from ._helpers import encode, exif_with_orientation, photo
 

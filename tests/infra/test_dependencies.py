@@ -88,11 +88,18 @@ def test_test_only_packages_stay_out_of_the_library():
     assert not RUNTIME & DEV, "declared both as a dependency and in the dev extra"
 
 
-def test_every_package_the_tests_import_is_declared():
-    local = LOCAL | {"tests", "conftest", "update_cluster_pins"}
-    used = third_party(imported_modules("tests"), local)
+def test_every_package_the_tests_and_benchmarks_import_is_declared():
+    local = LOCAL | {"tests", "benchmarks", "conftest", "update_cluster_pins"}
+    used = third_party(imported_modules("tests", "benchmarks"), local)
     undeclared = {d: sorted(files) for d, files in used.items() if d not in RUNTIME | DEV}
-    assert not undeclared, f"imported by tests/, declared neither as a dependency nor in the dev extra: {undeclared}"
+    assert not undeclared, f"imported by tests/ or benchmarks/, declared neither as a dependency nor in the dev extra: " \
+        f"{undeclared}"
+
+
+def test_the_library_never_imports_benchmarks_or_tests():
+    """Measurement lives beside the package: an installed tryall has no benchmarks/ or tests/ to import."""
+    used = imported_modules("pipeline", "jobs")
+    assert not {m: sorted(f) for m, f in used.items() if m in {"benchmarks", "tests"}}
 
 
 def test_only_torch_is_pinned_in_pyproject():

@@ -13,8 +13,8 @@ import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from jobs import nightly
-from pipeline.config import S3Config
-from pipeline.samples import write_sample_set
+from pipeline.core.storage import S3Config
+from pipeline.synthetic.samples import write_sample_set
 
 pytestmark = pytest.mark.integration
 

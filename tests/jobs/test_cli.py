@@ -12,8 +12,8 @@ from pydantic import Field
 from jobs import submit, tryall
 from jobs.cli import JobMain, job_main, settings_of
 from jobs.registry import JOBS, JobEntry
-from pipeline.config import RunConfig
-from pipeline.settings import JobSettings, settings_fields
+from pipeline.core.settings import JobSettings, settings_fields
+from pipeline.inference.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TRYALL = Path(sys.executable).parent / "tryall"

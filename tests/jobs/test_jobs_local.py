@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from jobs import ab, backfill, nightly
-from pipeline.manifests import load_manifests
-from pipeline.pairing import make_pairs
-from pipeline.samples import write_sample_set
+from pipeline.inference.manifests import load_manifests
+from pipeline.inference.pairing import make_pairs
+from pipeline.synthetic.samples import write_sample_set
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_backfill_shards_are_disjoint_and_cover_the_catalogue(ray_local, sample,
         keys.append({(r["product_id"], r["scene_id"]) for r in rows})
         assert _summary(out / f"bf-s{i}")["selection"]["shard"] == {"index": i, "count": 2}
     manifests = load_manifests(sample.catalogue_uri, sample.scenes_uri, None)
-    from pipeline.config import PairingConfig
+    from pipeline.inference.config import PairingConfig
 
     full = make_pairs(manifests, PairingConfig(strategy="same_category", scenes_per_product=2), 0)
     everything = set(zip(full.column("product_id").to_pylist(), full.column("scene_id").to_pylist(), strict=True))

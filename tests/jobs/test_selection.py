@@ -8,11 +8,11 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.config import ConfigError, SelectionConfig, load_config
-from pipeline.errors import JobError
-from pipeline.manifests import Manifests
-from pipeline.pairing import PAIR_SCHEMA, pair_seed
-from pipeline.selection import (
+from pipeline.core.errors import JobError
+from pipeline.inference.config import ConfigError, SelectionConfig, load_config
+from pipeline.inference.manifests import Manifests
+from pipeline.inference.pairing import PAIR_SCHEMA, pair_seed
+from pipeline.inference.selection import (
     expand_variants,
     finished_runs,
     new_or_changed,
@@ -128,7 +128,7 @@ def test_unparseable_updated_at_text_is_a_job_error():
 def _write_run(root, run_id: str, summary: dict | None, rows: list[dict]) -> None:
     import pyarrow.parquet as pq
 
-    from pipeline.metadata_row import METADATA_SCHEMA
+    from pipeline.inference.metadata_row import METADATA_SCHEMA
 
     folder = root / run_id
     (folder / "metadata").mkdir(parents=True)
@@ -220,7 +220,7 @@ def test_model_cache_dir_defaults_from_the_cluster_variable(monkeypatch):
 def test_product_ids_from_a_parquet_file(tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline.selection import selected_ids
+    from pipeline.inference.selection import selected_ids
 
     pq.write_table(pa.table({"product_id": ["p-0003", "p-0001"], "note": ["x", "y"]}), tmp_path / "ids.parquet")
     cfg = load_config(None, [*BASE, f"selection.product_ids_uri={tmp_path / 'ids.parquet'}",

@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import Dinov2Config, Dinov2Model
 
-from pipeline.errors import JobError
+from pipeline.core.errors import JobError
 from pipeline.model import CheckpointError, DTCSampler, SamplingParams, load_dtc, save_checkpoint
 from pipeline.model.checkpoint import build_from_sd_inpaint
 
@@ -193,9 +193,9 @@ def test_legacy_feature_extractor_config(tmp_path):
 
 def test_the_driver_knows_every_model_name():
     """The driver checks model.source without importing torch, from its own list of names: keep it complete."""
+    from pipeline.core.model_sources import PACKAGED_MODELS
+    from pipeline.inference.runner import MODEL_NAMES
     from pipeline.model.configs import NAMED_CONFIGS
-    from pipeline.model_sources import PACKAGED_MODELS
-    from pipeline.runner import MODEL_NAMES
 
     assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS, *PACKAGED_MODELS}
 

@@ -85,8 +85,8 @@ def test_sd15_shapes_and_parameter_counts_on_meta():
 
 @pytest.mark.parametrize("kind", ["dinov2", "paint_by_example"])
 def test_parts_split_every_parameter_once(tiny_dtc, pbe_dir, kind):
+    from pipeline.core.provenance import PART_NAMES
     from pipeline.model import load_dtc
-    from pipeline.provenance import PART_NAMES
 
     dtc = tiny_dtc if kind == "dinov2" else load_dtc(str(pbe_dir), device=torch.device("meta"))
     assert dtc.image_encoder.kind == kind

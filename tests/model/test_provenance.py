@@ -13,15 +13,15 @@ import pytest
 import s3fs
 import torch
 
-from pipeline.errors import JobError
-from pipeline.model import CheckpointError, load_dtc, save_checkpoint
-from pipeline.model.__main__ import main
-from pipeline.provenance import (
+from pipeline.core.errors import JobError
+from pipeline.core.provenance import (
     check_provenance,
     hint_branch_trained,
     read_provenance,
     with_training,
 )
+from pipeline.model import CheckpointError, load_dtc, save_checkpoint
+from pipeline.model.__main__ import main
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def test_read_provenance_from_s3(tiny_checkpoint, s3_store):
 
 def test_reading_provenance_imports_no_torch(tiny_checkpoint):
     code = (
-        "import sys; from pipeline.provenance import read_provenance; "
+        "import sys; from pipeline.core.provenance import read_provenance; "
         f"read_provenance({str(tiny_checkpoint)!r}); assert 'torch' not in sys.modules, 'torch imported'"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

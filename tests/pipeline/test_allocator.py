@@ -24,7 +24,7 @@ def fresh_python(script: str, mode: str, **env: str) -> list[str]:
 
 COUNT_ARENAS = """
 import ctypes, os, sys, tempfile, threading
-from pipeline.allocator import limit_malloc_arenas
+from pipeline.inference.allocator import limit_malloc_arenas
 capped = sys.argv[1] == "cap" and limit_malloc_arenas(2)
 barrier = threading.Barrier(8)
 def work():
@@ -69,7 +69,7 @@ def test_an_arena_count_the_environment_names_is_kept():
 ARROW_POOLS = """
 import subprocess, sys
 import pyarrow as pa
-from pipeline.allocator import use_system_arrow_pool
+from pipeline.inference.allocator import use_system_arrow_pool
 here = use_system_arrow_pool() if sys.argv[1] == "use" else pa.default_memory_pool().backend_name
 child = subprocess.run([sys.executable, "-c", "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"],
                        capture_output=True, text=True, check=True).stdout.strip()
@@ -98,7 +98,7 @@ def test_a_pool_the_environment_names_is_kept():
 
 MMAPPED_AFTER_FREE = """
 import ctypes, sys
-from pipeline.allocator import map_large_blocks
+from pipeline.inference.allocator import map_large_blocks
 fixed = sys.argv[1] == "fixed" and map_large_blocks()
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

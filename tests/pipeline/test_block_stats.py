@@ -1,4 +1,4 @@
-"""Ray Data's per-block statistics stay bounded in the driver (`pipeline.block_stats`), on a real local Ray."""
+"""Ray Data's per-block statistics stay bounded in the driver (`inference.block_stats`), on a real local Ray."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 import ray
 
-from pipeline.block_stats import KEEP_BLOCKS, bound_block_stats
+from pipeline.inference.block_stats import KEEP_BLOCKS, bound_block_stats
 
 
 def _blocks_produced(stats: str, operator: str) -> int:

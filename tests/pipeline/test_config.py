@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
-from pipeline.settings import parse_overrides, redact
+from pipeline.core.settings import parse_overrides, redact
+from pipeline.inference.config import ConfigError, load_config
 
 BASE = ["run_id=r1", "catalogue_uri=s3://b/c.parquet", "scenes_uri=s3://b/s.parquet", "output_uri=s3://b/out"]
 

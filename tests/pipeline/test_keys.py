@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.keys import escape_segment, image_key
+from pipeline.inference.keys import escape_segment, image_key
 
 
 @pytest.mark.parametrize(

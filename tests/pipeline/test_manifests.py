@@ -2,8 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import manifests
-from pipeline.manifests import ManifestError, load_manifests
+from pipeline.inference import manifests
+from pipeline.inference.manifests import ManifestError, load_manifests
 
 
 def _write(path, table):
@@ -107,7 +107,7 @@ def test_null_required_values(tmp_path, good):
 
 def test_the_pairs_manifest_is_checked_batch_by_batch(good, monkeypatch):
     """Problems across batch boundaries are found as in one table: duplicates split over batches, unknown variants."""
-    from pipeline import manifests
+    from pipeline.inference import manifests
 
     monkeypatch.setattr(manifests, "PAIRS_BATCH_ROWS", 2)
     tmp_path, cat, scn = good

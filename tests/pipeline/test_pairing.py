@@ -1,8 +1,8 @@
 import pyarrow as pa
 
-from pipeline.config import PairingConfig
-from pipeline.manifests import Manifests
-from pipeline.pairing import PAIR_SCHEMA, make_pairs, pair_seed
+from pipeline.inference.config import PairingConfig
+from pipeline.inference.manifests import Manifests
+from pipeline.inference.pairing import PAIR_SCHEMA, make_pairs, pair_seed
 
 
 def _manifests(pairs=None, order=1):
@@ -67,7 +67,7 @@ def test_the_runner_streams_a_scenes_pairs_side_by_side():
     """Pairs made product by product reach the stages scene by scene (the CPU stages reuse a scene between pairs)."""
     import pyarrow as pa
 
-    from pipeline.planning import order_by_scene
+    from pipeline.inference.planning import order_by_scene
 
     pairs = pa.table({"product_id": ["p2", "p1", "p2", "p1", "p3"], "scene_id": ["s2", "s1", "s1", "s2", "s1"],
                       "seed": [1, 2, 3, 4, 5]})

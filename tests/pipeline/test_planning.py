@@ -1,4 +1,4 @@
-"""Planning in chunks (Ray Data tasks, `pipeline.planning`) against planning the whole run as one table
+"""Planning in chunks (Ray Data tasks, `pipeline.inference.planning`) against planning the whole run as one table
 (`selection.plan`): the same pairs, seeds and variants, whatever the chunk size, with resume and shards."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import planning, record, selection
-from pipeline.config import RunConfig
-from pipeline.key_sets import KeySet
-from pipeline.manifests import load_manifests
-from pipeline.metadata_row import ROW_SCHEMA, metadata_row
+from pipeline.inference import planning, record, selection
+from pipeline.inference.config import RunConfig
+from pipeline.inference.key_sets import KeySet
+from pipeline.inference.manifests import load_manifests
+from pipeline.inference.metadata_row import ROW_SCHEMA, metadata_row
 
 
 def _inputs(root) -> dict[str, str]:

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import record, storage
-from pipeline.config import RunConfig
-from pipeline.metadata_row import METADATA_SCHEMA, PAIR_KEY, ROW_SCHEMA, metadata_row
+from pipeline.core import storage
+from pipeline.inference import record
+from pipeline.inference.config import RunConfig
+from pipeline.inference.metadata_row import METADATA_SCHEMA, PAIR_KEY, ROW_SCHEMA, metadata_row
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 import ray
 
-from pipeline import planning, record, runner
-from pipeline.config import RunConfig
-from pipeline.errors import JobError, RunStopped
-from pipeline.metadata_row import ROW_SCHEMA, metadata_row
-from pipeline.model_sources import MODEL_NAMES
-from pipeline.pairing import PAIR_SCHEMA
-from pipeline.samples import write_sample_set
+from pipeline.core.errors import JobError, RunStopped
+from pipeline.core.model_sources import MODEL_NAMES
+from pipeline.inference import planning, record, runner
+from pipeline.inference.config import RunConfig
+from pipeline.inference.metadata_row import ROW_SCHEMA, metadata_row
+from pipeline.inference.pairing import PAIR_SCHEMA
+from pipeline.synthetic.samples import write_sample_set
 
 # Ids that a string encoding of the pair could confuse: separators inside ids, prefixes of each other, a length
 # prefix spelt out, NUL, non-ASCII, the empty string.
@@ -235,7 +235,7 @@ def test_model_sources_the_driver_checks(cfg, tmp_path):
 
 
 def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp_path):
-    from pipeline.provenance import random_provenance, with_training
+    from pipeline.core.provenance import random_provenance, with_training
 
     trained = tmp_path / "trained"
     trained.mkdir()

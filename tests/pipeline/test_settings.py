@@ -1,4 +1,4 @@
-"""pipeline.settings: one loader for any job's settings model (file < TRYALL_* environment < --set), its errors and
+"""core.settings: one loader for any job's settings model (file < TRYALL_* environment < --set), its errors and
 the --help listing generated from the model's fields."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pickle
 import pytest
 from pydantic import Field
 
-from pipeline.config import RunConfig
-from pipeline.settings import ConfigError, JobSettings, Section, load_settings, settings_fields, settings_help
+from pipeline.core.settings import ConfigError, JobSettings, Section, load_settings, settings_fields, settings_help
+from pipeline.inference.config import RunConfig
 
 
 class Optimiser(Section):

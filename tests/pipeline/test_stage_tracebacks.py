@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.samples import write_sample_set
+from pipeline.synthetic.samples import write_sample_set
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = textwrap.dedent("""
     import logging, sys
     import ray
-    from pipeline import preprocess, runner, stages
-    from pipeline.config import RunConfig
+    from pipeline.inference import preprocess, runner, stages
+    from pipeline.inference.config import RunConfig
 
     def bug_in_reference(*args, **kwargs):
         raise ZeroDivisionError("injected: a bug deep in prepare_pair")
@@ -82,16 +82,16 @@ def test_cpu_stage_bug_is_a_row_and_its_traceback_reaches_the_driver(ray_local, 
     assert "Traceback (most recent call last):" in output, output[-6000:]
     assert "The above exception was the direct cause of the following exception:" in output, output[-6000:]
     assert 'in bug_in_reference\n' in output and "ZeroDivisionError: injected: a bug deep in prepare_pair" in output
-    assert "in _prepare\n" in output  # the frame inside pipeline/preprocess.py that called the bug
+    assert "in _prepare\n" in output  # the frame inside pipeline/inference/preprocess.py that called the bug
     assert 'in bug_in_stage\n' in output and "KeyError: 'injected: a bug in the stage itself'" in output
 
 
 def test_wrapped_bug_keeps_its_cause_in_the_log(tmp_path, monkeypatch, caplog):
     """Without Ray: `prepare_pair` turns the bug into a PairError; the stage still logs the traceback of the cause."""
-    from pipeline import preprocess, stages
-    from pipeline.config import RunConfig
-    from pipeline.manifests import load_manifests
-    from pipeline.pairing import make_pairs
+    from pipeline.inference import preprocess, stages
+    from pipeline.inference.config import RunConfig
+    from pipeline.inference.manifests import load_manifests
+    from pipeline.inference.pairing import make_pairs
 
     sample = write_sample_set(str(tmp_path / "in"), n_products=1, n_scenes=1, scene_size=(160, 120))
     cfg = RunConfig(run_id="unit", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri,

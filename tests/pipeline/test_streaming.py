@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import planning, record, runner
-from pipeline.bench.images import encode
-from pipeline.config import RunConfig
-from pipeline.samples import write_sample_set
+from benchmarks.images import encode
+from pipeline.inference import planning, record, runner
+from pipeline.inference.config import RunConfig
+from pipeline.synthetic.samples import write_sample_set
 
 SCENES, PRODUCTS = 100, 20  # 2,000 pairs, every product in every scene
 LATE = "product-late"

@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from pipeline.config import S3Config
-from pipeline.storage import join, write_bytes
+from pipeline.core.storage import S3Config, join, write_bytes
 
 SCENE_SIZE = (160, 120)  # (W, H) of the good scenes
 GOOD_BOX = ("40", "30", "110", "100")

@@ -1,6 +1,6 @@
 """Stages that kill their own worker process, for the worker-loss tests (never used by the pipeline).
 
-A test swaps them into `pipeline.runner` in the driver; Ray pickles them by reference (this module), so every worker
+A test swaps them into `inference.runner` in the driver; Ray pickles them by reference (this module), so every worker
 that runs them imports this module and behaves the same, restarted actors and retried tasks included. The process
 dies by SIGKILL, as under the out-of-memory killer or a segfault: no Python exception, nothing to catch.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import stages
+from pipeline.inference import stages
 
 # The pair that kills whichever worker computes it (the sample set's ids: product `kind-NNN`, scene `room-NNN`).
 POISON = ("vase-001", "room-001")

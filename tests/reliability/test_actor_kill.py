@@ -14,8 +14,8 @@ import pytest
 import ray
 
 from jobs import nightly
-from pipeline.config import S3Config
-from pipeline.samples import write_sample_set
+from pipeline.core.storage import S3Config
+from pipeline.synthetic.samples import write_sample_set
 
 from ._support import TINY, accounting, read_json, read_rows, s3_config, s3fs_for, write_config
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from jobs import nightly
-from pipeline.config import S3Config
+from pipeline.core.storage import S3Config
 
 from ._corpus import write_corpus
 from ._support import TINY, accounting, read_json, read_rows, s3_config, s3fs_for, write_config

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from jobs import nightly
-from pipeline import runner
-from pipeline.config import S3Config
-from pipeline.model_sources import MODEL_NAMES
-from pipeline.samples import write_sample_set
+from pipeline.core.model_sources import MODEL_NAMES
+from pipeline.core.storage import S3Config
+from pipeline.inference import runner
+from pipeline.synthetic.samples import write_sample_set
 
 from ._corpus import parquet
 from ._support import s3_config, s3fs_for, write_config
@@ -148,7 +148,7 @@ def test_checkpoint_with_safetensors_passes_the_check(sample, s3_server, s3_buck
     fs = s3fs_for(s3_server)
     fs.pipe(f"{s3_bucket}/models/ok/unet/diffusion_pytorch_model.safetensors", b"x")
     fs.pipe(f"{s3_bucket}/models/ok/unet/diffusion_pytorch_model.bin", b"x")
-    from pipeline.config import RunConfig
+    from pipeline.inference.config import RunConfig
 
     cfg = RunConfig(run_id="r", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri, output_uri="/x",
                     model={"source": f"s3://{s3_bucket}/models/ok"}, s3=S3Config(**s3_config(s3_server)))

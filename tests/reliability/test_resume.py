@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import nightly
-from pipeline.config import S3Config
-from pipeline.samples import write_sample_set
+from pipeline.core.storage import S3Config
+from pipeline.synthetic.samples import write_sample_set
 
 from ._corpus import parquet
 from ._s3proxy import FlakyS3Proxy

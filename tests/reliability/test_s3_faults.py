@@ -13,8 +13,8 @@ import time
 import pytest
 
 from jobs import nightly
-from pipeline.config import S3Config
-from pipeline.samples import write_sample_set
+from pipeline.core.storage import S3Config
+from pipeline.synthetic.samples import write_sample_set
 
 from ._s3proxy import FlakyS3Proxy
 from ._support import accounting, read_json, read_rows, s3_config, s3fs_for, write_config

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import stages
-from pipeline.config import RunConfig
-from pipeline.manifests import load_manifests
-from pipeline.pairing import make_pairs
-from pipeline.samples import write_sample_set
+from pipeline.inference import stages
+from pipeline.inference.config import RunConfig
+from pipeline.inference.manifests import load_manifests
+from pipeline.inference.pairing import make_pairs
+from pipeline.synthetic.samples import write_sample_set
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ past it (`compute.max_errored_blocks`), and the driver writes a `failed` row wit
 of the block: the run finishes, every pair has exactly one row, summary.json is written. A failure that kills every
 batch (systemic) stops the job instead, without summary.json.
 
-The poison is a stage from tests/reliability/_poison.py swapped into `pipeline.runner` in the driver; Ray ships it
+The poison is a stage from tests/reliability/_poison.py swapped into `inference.runner` in the driver; Ray ships it
 to the workers by value, so no test hook lives in the pipeline's code.
 """
 
@@ -21,8 +21,8 @@ import ray
 from ray.data import DataContext
 
 from jobs import nightly
-from pipeline import runner, stages
-from pipeline.samples import write_sample_set
+from pipeline.inference import runner, stages
+from pipeline.synthetic.samples import write_sample_set
 
 from . import _poison
 from ._support import accounting, read_json, read_rows, write_config

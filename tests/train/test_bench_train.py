@@ -1,10 +1,10 @@
-"""`tryall bench --parts train` at test size: the part runs and reports its figures (no timing asserted)."""
+"""`python -m benchmarks --parts train` at test size: the part runs and reports its figures (no timing asserted)."""
 
 from __future__ import annotations
 
 import json
 
-from jobs import bench
+from benchmarks import cli as bench
 
 
 def test_quick_train_part(tmp_path, capsys):

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.errors import DECODE_ERROR, FETCH_MISSING
+from pipeline.core.errors import DECODE_ERROR, FETCH_MISSING
 from pipeline.imaging.settings import ImageSettings
-from pipeline.manifests import ManifestError
-from pipeline.preprocess import prepare_pair
+from pipeline.inference.manifests import ManifestError
+from pipeline.inference.preprocess import prepare_pair
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.data import SKIP_REASONS, Schedule, load_train_manifest, prepare_batch
 from pipeline.train.pairs import make_pair, pair_rng

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import S3Config
+from pipeline.core.storage import S3Config, filesystem, storage_options
 from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc
-from pipeline.storage import filesystem, storage_options
 from pipeline.train.data import load_train_manifest
 from pipeline.train.learner import Learner
 from pipeline.train.parts import resolve_trainable

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from pipeline.config import S3Config
-from pipeline.errors import PairError
+from pipeline.core.errors import PairError
+from pipeline.core.storage import S3Config, join, read_bytes, write_bytes
 from pipeline.evaluate.config import ReportConfig
 from pipeline.evaluate.evaluation import PAIR_METRICS, SET_METRICS
 from pipeline.evaluate.report.page import (
@@ -32,8 +32,7 @@ from pipeline.evaluate.report.page import (
 )
 from pipeline.evaluate.report.thumbnails import output_key, product_key, scene_key, write_thumbnails
 from pipeline.evaluate.run_folder import FinishedRun, open_run
-from pipeline.manifests import BOX_COLUMNS
-from pipeline.storage import join, read_bytes, write_bytes
+from pipeline.inference.manifests import BOX_COLUMNS
 
 log = logging.getLogger(__name__)
 

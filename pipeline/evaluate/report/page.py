@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from pipeline.keys import escape_segment
+from pipeline.inference.keys import escape_segment
 
 METRIC_LABELS = {"clip_i": "CLIP-I", "dino_i": "DINO-I"}
 SET_METRIC_LABELS = {"fd_dinov2": "FD-DINOv2", "kid_dinov2": "KID (DINOv2)", "fid": "FID"}

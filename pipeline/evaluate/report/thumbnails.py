@@ -17,12 +17,11 @@ import pyarrow as pa
 import ray
 from PIL import Image, ImageFilter
 
-from pipeline.config import S3Config
-from pipeline.errors import INTERNAL_ERROR, PairError
+from pipeline.core.errors import INTERNAL_ERROR, PairError
+from pipeline.core.storage import S3Config, join, read_bytes, write_bytes
 from pipeline.imaging.decode import decode_image
-from pipeline.keys import escape_segment
-from pipeline.preprocess import build_region
-from pipeline.storage import join, read_bytes, write_bytes
+from pipeline.inference.keys import escape_segment
+from pipeline.inference.preprocess import build_region
 
 log = logging.getLogger(__name__)
 

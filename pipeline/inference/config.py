@@ -1,0 +1,276 @@
+"""The inference jobs' settings (nightly, backfill, ab, demo): one `RunConfig`, loaded by pipeline.core.settings.
+
+Precedence, highest first: command-line `--set a.b=value`, environment (`TRYALL_SAMPLING__STEPS=20`), the file,
+the defaults. Credentials are not configuration: S3 access comes from the standard AWS chain only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from pipeline.core.model_sources import MODEL_CACHE_ENV
+from pipeline.core.settings import ConfigError, Dtype, JobSettings, Resolution, Section, load_settings
+from pipeline.core.storage import S3Config
+from pipeline.inference.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
+
+__all__ = ["MODEL_CACHE_ENV", "ConfigError", "RunConfig", "load_config"]
+
+
+class PairingConfig(Section):
+    strategy: Literal["pairs", "same_category", "all"] = Field(
+        "same_category", description="pairs: the pairs manifest (pairs_uri); same_category: scenes_per_product "
+        "scenes of the product's category, chosen by a stable hash; all: every product with every scene"
+    )
+    scenes_per_product: int = Field(1, ge=1, le=1000, description="scenes per product (same_category)")
+    salt: str = Field("", description="changes which scenes the stable hash picks, without changing anything else")
+
+
+class ModelConfig(Section):
+    source: str = Field("tiny", description="a named configuration (tiny, sd15), a local path or an s3:// URI")
+    dtype: Dtype = Field("auto", description="model precision; auto: fp16 on a GPU, fp32 on CPU")
+    cache_dir: str | None = Field(
+        default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
+        description="node-local model cache (weights are fetched once per node); default from TRYALL_MODEL_CACHE_DIR",
+    )
+    compile: bool = Field(False, description="torch.compile the denoiser (each new batch size compiles first)")
+    channels_last: bool = Field(False, description="channels-last memory format for the convolutional modules")
+
+
+class SamplingConfig(Section):
+    scheduler: Literal["ddim", "dpmpp", "euler"] = Field("ddim", description="the sampler (dpmpp: DPM-Solver++)")
+    steps: int = Field(40, ge=1, le=1000, description="denoising steps per image (the paper: 40 DDIM steps)")
+    guidance: float = Field(5.0, ge=0.0, le=50.0, description="classifier-free guidance scale (the paper: 5)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
+    resolution: Resolution = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
+
+
+class OutputConfig(Section):
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="encoding of the composited images")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+
+
+class ImageConfig(Section):
+    max_pixels: int = Field(50_000_000, ge=1, description="decoded-size bound for any input image")
+    context_margin: float = Field(
+        0.25, ge=0.0, le=4.0, description="scene context around the region in the model's crop, per side, as a share "
+        "of the region's longer side"
+    )
+    dilate_px: int = Field(8, ge=0, le=256, description="the region is grown by this many pixels before paste-back")
+    feather_px: int = Field(4, ge=0, le=256, description="feathering lies inside the dilation: at most dilate_px")
+
+    @model_validator(mode="after")
+    def _feather_inside_dilation(self) -> ImageConfig:
+        if self.feather_px > self.dilate_px:
+            raise ValueError(f"feather_px ({self.feather_px}) must not exceed dilate_px ({self.dilate_px})")
+        return self
+
+
+class ComputeConfig(Section):
+    batch_size: int = Field(4, ge=1, le=256, description="pairs per model call")
+    gpu_actors_min: int = Field(1, ge=1, description="inference actors kept running (one per GPU)")
+    gpu_actors_max: int = Field(1, ge=1, description="inference actors the pool may grow to")
+    gpus_per_actor: float = Field(1.0, ge=0.0, description="1 on GPU nodes; 0 runs the model actors on CPU")
+    cpus_per_task: float = Field(1.0, gt=0.0, description="CPUs reserved by each preprocess/postprocess task")
+    cpus_per_actor: float = Field(1.0, ge=0.0, description="CPUs reserved by each inference actor")
+    max_task_retries: int = Field(
+        3,
+        ge=0,
+        description="retries of work whose worker process died (a crash, an out-of-memory kill, a lost node): an "
+        "inference actor's batch (Ray's max_task_retries; the actor itself restarts without limit) and a CPU task's "
+        "block (Ray's max_retries). A pair that kills its worker every time costs max_task_retries + 1 attempts, "
+        "then its block's pairs get `worker_lost` rows",
+    )
+    in_flight_mib: int = Field(
+        512,
+        ge=16,
+        description="object-store memory (MiB, the whole cluster) that one pass's blocks in flight may hold: Ray "
+        "Data's resource limit, so its backpressure holds the CPU stages back while the GPUs and the postprocess "
+        "stage catch up, and the first metadata part comes as soon on a catalogue as on a sample",
+    )
+    segment_pairs: int = Field(
+        50_000,
+        ge=1,
+        description="pairs per Ray Data execution: a pass runs as consecutive executions of at most this many "
+        "pairs (whole plan parts), since Ray Data keeps some state per block in the driver until an execution "
+        "ends; each starts its inference actors anew (the model is loaded again), so raise it when loading is slow",
+    )
+    max_errored_blocks: int = Field(
+        10,
+        ge=0,
+        description="blocks (up to 16 pairs each) that one Ray Data pass may lose after their retries; one more "
+        "stops the job (a systemic failure: a bad node, GPU driver or model, not a poison pair)",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ComputeConfig:
+        if self.gpu_actors_min > self.gpu_actors_max:
+            raise ValueError(f"gpu_actors_min ({self.gpu_actors_min}) exceeds gpu_actors_max ({self.gpu_actors_max})")
+        return self
+
+
+class RecordConfig(Section):
+    # A metadata part is written every part_rows rows or part_seconds, whichever comes first: what an interrupted
+    # run loses (and a rerun computes again) is at most that much. Small values only for tests and tiny runs.
+    part_rows: int = Field(1000, ge=1, description="rows per metadata Parquet part (at most)")
+    part_seconds: float = Field(60.0, gt=0.0, description="longest time finished rows wait before being written")
+
+
+class CostConfig(Section):
+    gpu_hourly_usd: float = Field(G5_XLARGE_ON_DEMAND_USD_PER_HOUR, gt=0.0, description="price of one GPU hour for "
+                                  "summary.json's cost per 1000 images; default: g5.xlarge on-demand, us-east-1")
+
+
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SelectionConfig(Section):
+    """Which catalogue products the run takes, before pairing. The defaults take the whole catalogue.
+
+    `shard_count`/`shard_index` split the (selected) catalogue by a stable hash of product_id: shards 0..n-1 of the
+    same catalogue are disjoint and together cover it, so n submissions (each its own run_id) can run side by side.
+    """
+
+    categories: list[str] | None = Field(None, min_length=1, description="only products of these categories")
+    product_ids: list[str] | None = Field(None, min_length=1, description="only these products")
+    product_ids_uri: str | None = Field(None, description="a Parquet file with a product_id column: only these")
+    shard_count: int = Field(1, ge=1, le=100_000, description="split the selected catalogue into this many shards")
+    shard_index: int = Field(0, ge=0, description="this run's shard, 0 <= shard_index < shard_count")
+    incremental: bool | None = Field(
+        None,
+        description="only products new or changed since the last finished run under output_uri; "
+        "unset: the job decides (nightly: true, backfill and ab: false)",
+    )
+
+    @field_validator("shard_index")
+    @classmethod
+    def _index_below_count(cls, value: int, info: Any) -> int:
+        count = info.data.get("shard_count")
+        if count is not None and value >= count:
+            raise ValueError(f"must be less than shard_count ({count})")
+        return value
+
+    @property
+    def covers_catalogue(self) -> bool:
+        """True when nothing but `incremental` narrows the catalogue (the run sees every product)."""
+        return not (self.categories or self.product_ids or self.product_ids_uri) and self.shard_count == 1
+
+
+class VariantConfig(Section):
+    """One arm of an A/B run: a name (its images go under images/<name>/) and overrides of model and sampling."""
+
+    name: str = Field(description="the variant's name: images/<name>/ and the rows' variant column")
+    model: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's model section")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="overrides of the run's sampling section")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _VARIANT_NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with one of the "
+                             "first two")
+        return value
+
+    @field_validator("sampling")
+    @classmethod
+    def _same_seed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "seed" in value:
+            raise ValueError("seed cannot differ between variants: every variant uses the same seed for a pair, so "
+                             "comparisons are paired (set sampling.seed for the whole run)")
+        return value
+
+
+def _merged(section: BaseModel, overrides: dict[str, Any], where: str) -> BaseModel:
+    """`section` with `overrides` applied and validated again; errors name `where.<field>`."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **overrides})
+    except ValidationError as exc:
+        lines = [
+            f"{where}.{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
+            + ("" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})")
+            for err in exc.errors()
+        ]
+        raise ValueError("; ".join(lines)) from None
+
+
+class RunConfig(JobSettings):
+    """Everything one inference run needs. Output keys depend only on run_id, variant and pair."""
+
+    catalogue_uri: str = Field(description="the catalogue manifest (Parquet: product_id, image_uri, category)")
+    scenes_uri: str = Field(description="the scenes manifest (Parquet: scene_id, image_uri, mask_uri or a box)")
+    pairs_uri: str | None = Field(None, description="an explicit pairs manifest (product_id, scene_id); sets "
+                                  "pairing.strategy to pairs")
+    output_uri: str = Field(description="where run folders go: <output_uri>/<run_id>/")
+    pairing: PairingConfig = PairingConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)  # a factory: cache_dir reads the environment now
+    sampling: SamplingConfig = SamplingConfig()
+    output: OutputConfig = OutputConfig()
+    image: ImageConfig = ImageConfig()
+    compute: ComputeConfig = ComputeConfig()
+    s3: S3Config = S3Config()
+    record: RecordConfig = RecordConfig()
+    cost: CostConfig = CostConfig()
+    selection: SelectionConfig = SelectionConfig()
+    variants: list[VariantConfig] = Field(
+        default_factory=list, description="A/B arms; empty: one arm named 'default' with the run's model and sampling"
+    )
+    retry_failed: bool = Field(False, description="on a rerun, compute pairs that failed before again")
+    progress_interval_s: float = Field(10.0, gt=0.0, description="seconds between progress lines in the job log")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_valid(cls, value: list[VariantConfig], info: Any) -> list[VariantConfig]:
+        names = [v.name for v in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        problems = []
+        for i, variant in enumerate(value):  # each variant's merged sections must be valid on their own
+            for section in ("model", "sampling"):
+                base = info.data.get(section)
+                try:
+                    if base is not None:
+                        _merged(base, getattr(variant, section), f"variants.{i}.{section}")
+                except ValueError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _pairs_need_manifest(self) -> RunConfig:
+        if self.pairing.strategy == "pairs" and not self.pairs_uri:
+            raise ValueError("pairing.strategy 'pairs' needs pairs_uri")
+        if self.pairs_uri and self.pairing.strategy != "pairs":
+            self.pairing = self.pairing.model_copy(update={"strategy": "pairs"})
+        return self
+
+    @property
+    def run_uri(self) -> str:
+        return f"{self.output_uri.rstrip('/')}/{self.run_id}"
+
+    def variant_names(self) -> list[str]:
+        """The run's variants in order; `["default"]` when it defines none."""
+        return [v.name for v in self.variants] or ["default"]
+
+    def for_variant(self, name: str) -> RunConfig:
+        """The configuration one variant computes with: the run's, with the variant's model and sampling overrides."""
+        if not self.variants:
+            return self
+        variant = next((v for v in self.variants if v.name == name), None)
+        if variant is None:
+            raise KeyError(f"no variant named {name!r}")
+        return self.model_copy(update={
+            "model": _merged(self.model, variant.model, f"variants.{name}.model"),
+            "sampling": _merged(self.sampling, variant.sampling, f"variants.{name}.sampling"),
+        })
+
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The inference run's settings from file, environment and `--set` overrides (see pipeline.core.settings)."""
+    return load_settings(RunConfig, path, overrides)

@@ -1,0 +1,92 @@
+"""The metadata row: its schema and the one function that builds it.
+
+The last stage builds a row for every pair it receives and the driver builds one for every pair whose block got no
+result; both go through `metadata_row`, so a new column is added here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.inference.config import RunConfig
+
+METADATA_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("product_id", pa.string()),
+        ("scene_id", pa.string()),
+        ("variant", pa.string()),
+        ("status", pa.string()),  # ok | failed
+        ("error_reason", pa.string()),
+        ("error_message", pa.string()),
+        ("output_uri", pa.string()),
+        ("seed", pa.int64()),
+        ("model_id", pa.string()),
+        ("scheduler", pa.string()),
+        ("steps", pa.int32()),
+        ("guidance", pa.float32()),
+        ("resolution", pa.int32()),
+        ("scene_width", pa.int32()),
+        ("scene_height", pa.int32()),
+        ("output_bytes", pa.int64()),
+        ("preprocess_s", pa.float32()),
+        ("inference_s", pa.float32()),
+        ("postprocess_s", pa.float32()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        # The product image this row was made from: the nightly's "changed product" check compares it.
+        ("product_uri", pa.string()),
+        # The Ray node id of the inference actor that computed the pair (null when it never reached the model).
+        ("inference_node", pa.string()),
+    ]
+)
+# A pair's identity: exactly one metadata row per value of these columns.
+PAIR_KEY = ("product_id", "scene_id", "variant")
+# What `metadata_row` builds: every column but `finished_at`, which the writer stamps when the driver receives the row.
+ROW_SCHEMA = METADATA_SCHEMA.remove(METADATA_SCHEMA.get_field_index("finished_at"))
+
+
+def metadata_row(
+    cfg: RunConfig,
+    pair: Mapping[str, Any],
+    *,
+    status: str,
+    error_reason: str | None = None,
+    error_message: str | None = None,
+    output_uri: str | None = None,
+    model_id: str | None = None,
+    scene_size: tuple[int, int] = (0, 0),
+    output_bytes: int = 0,
+    preprocess_s: float = 0.0,
+    inference_s: float = 0.0,
+    postprocess_s: float = 0.0,
+    inference_node: str | None = None,
+) -> dict[str, Any]:
+    """One pair's row (ROW_SCHEMA's columns). `cfg` is the configuration of the pair's variant; `pair` holds at least
+    product_id, scene_id, variant, seed and product_uri. Empty strings are recorded as null."""
+    return {
+        "run_id": cfg.run_id,
+        "product_id": pair["product_id"],
+        "scene_id": pair["scene_id"],
+        "variant": pair["variant"],
+        "status": status,
+        "error_reason": error_reason or None,
+        "error_message": error_message or None,
+        "output_uri": output_uri or None,
+        "seed": int(pair["seed"]),
+        "model_id": model_id or cfg.model.source,
+        "scheduler": cfg.sampling.scheduler,
+        "steps": cfg.sampling.steps,
+        "guidance": cfg.sampling.guidance,
+        "resolution": cfg.sampling.resolution,
+        "scene_width": int(scene_size[0]),
+        "scene_height": int(scene_size[1]),
+        "output_bytes": int(output_bytes),
+        "preprocess_s": float(preprocess_s),
+        "inference_s": float(inference_s),
+        "postprocess_s": float(postprocess_s),
+        "product_uri": pair.get("product_uri"),
+        "inference_node": inference_node,
+    }
