@@ -27,8 +27,8 @@ from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.preprocess import PREPARE_SCENES, PreparedPair, prepare_pair
 from pipeline.model import DTC, load_dtc
 from pipeline.model.sampler import DTCSampler, SampleBatch, SamplingParams
+from pipeline.synthetic.images import encode
 from pipeline.synthetic.procedural import held_out_seeds, make_pair
-from pipeline.synthetic.samples import encode_image
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,10 @@ def held_out_crops(n: int, resolution: int) -> list[HeldOutCrop]:
     crops = []
     for seed in held_out_seeds(n):
         pair = make_pair(seed)
-        mask = None if pair.mask is None else encode_image(pair.mask, "PNG")
-        product = encode_image(pair.product, "JPEG")
+        mask = None if pair.mask is None else encode(pair.mask, "PNG")
+        product = encode(pair.product, "JPEG", quality=92)
         prepared = prepare_pair(
-            encode_image(pair.room, "JPEG"), product, mask_bytes=mask, box=None if mask else pair.box,
+            encode(pair.room, "JPEG", quality=92), product, mask_bytes=mask, box=None if mask else pair.box,
             settings=settings,
         )
         target = np.asarray(crop_resized(pair.target, prepared.window, (resolution, resolution)))

@@ -20,15 +20,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.core.storage import S3Config, join, write_bytes
 from pipeline.imaging.collage import hint_rectangle
-from pipeline.synthetic.samples import (
-    PRODUCT_KINDS,
-    Lighting,
-    draw_product_layers,
-    draw_room,
-    encode_image,
-    parquet_bytes,
-)
-from pipeline.synthetic.samples import region_mask as ellipse_mask
+from pipeline.synthetic.images import ellipse_mask, encode
+from pipeline.synthetic.samples import PRODUCT_KINDS, Lighting, draw_product_layers, draw_room, parquet_bytes
 
 # Seeds of held-out pairs start here; training sets use seeds below it.
 HELD_OUT_SEED = 1_000_000
@@ -143,13 +136,13 @@ def write_training_set(
         pair = make_pair(seed, size)
         name = f"{seed:07d}"
         image_uri = join(root_uri, "images", f"{name}.png")
-        write_bytes(image_uri, encode_image(pair.target, "PNG"), s3)
+        write_bytes(image_uri, encode(pair.target, "PNG"), s3)
         reference_uri = join(root_uri, "products", f"{name}.jpg")
-        write_bytes(reference_uri, encode_image(pair.product, "JPEG"), s3)
+        write_bytes(reference_uri, encode(pair.product, "JPEG", quality=92), s3)
         mask_uri = None
         if pair.mask is not None:
             mask_uri = join(root_uri, "masks", f"{name}.png")
-            write_bytes(mask_uri, encode_image(pair.mask, "PNG"), s3)
+            write_bytes(mask_uri, encode(pair.mask, "PNG"), s3)
         rows["image_uri"].append(image_uri)
         rows["mask_uri"].append(mask_uri)
         for key, value in zip(("x0", "y0", "x1", "y1"), pair.box, strict=True):

@@ -8,8 +8,6 @@ images and half by boxes, so both contract forms are exercised.
 
 from __future__ import annotations
 
-import colorsys
-import io
 import random
 from dataclasses import dataclass
 
@@ -18,6 +16,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from pipeline.core.storage import S3Config, join, write_bytes
+from pipeline.synthetic.images import Painter, ellipse_mask, encode, random_colour, shade, texture
 
 PRODUCT_KINDS = ("lamp", "vase", "chair", "frame", "table", "plant", "bottle", "clock", "sofa", "stool")
 CATEGORIES = ("lighting", "decor")
@@ -25,9 +24,7 @@ _KIND_CATEGORY = {
     "lamp": "lighting", "vase": "decor", "chair": "decor", "frame": "decor", "table": "decor", "plant": "decor",
     "bottle": "decor", "clock": "decor", "sofa": "decor", "stool": "decor",
 }
-TEXTURES = ("solid", "stripes", "dots", "checker", "gradient")
 FLOORS = ("plain", "planks", "tiles")
-Colour = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -55,61 +52,6 @@ class Room:
     lighting: Lighting
 
 
-def _colour(rng: random.Random) -> Colour:
-    """A colour anywhere in hue, from muted to saturated, never near white (the product photo's background)."""
-    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.25, 1.0), rng.uniform(0.25, 0.9))
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
-def _shade(c: Colour, f: float) -> Colour:
-    return tuple(max(0, min(255, round(v * f))) for v in c)  # type: ignore[return-value]
-
-
-def _texture(rng: random.Random, size: tuple[int, int], base: Colour) -> Image.Image:
-    """A surface of `size` in `base` and a second colour: solid, stripes, dots, checker or a gradient."""
-    kind = rng.choice(TEXTURES)
-    img = Image.new("RGB", size, base)
-    if kind == "solid":
-        return img
-    d = ImageDraw.Draw(img)
-    w, h = size
-    other = _shade(base, rng.uniform(0.45, 0.7)) if rng.random() < 0.5 else _colour(rng)
-    step = max(6, round(min(w, h) * rng.uniform(0.08, 0.2)))
-    if kind == "stripes":
-        vertical = rng.random() < 0.5
-        for p in range(0, w if vertical else h, 2 * step):
-            d.rectangle([p, 0, p + step - 1, h] if vertical else [0, p, w, p + step - 1], fill=other)
-    elif kind == "dots":
-        r = max(2, step // 3)
-        for y in range(step // 2, h, step):
-            for x in range(step // 2, w, step):
-                d.ellipse([x - r, y - r, x + r, y + r], fill=other)
-    elif kind == "checker":
-        for y in range(0, h, step):
-            for x in range(0, w, step):
-                if (x // step + y // step) % 2:
-                    d.rectangle([x, y, x + step - 1, y + step - 1], fill=other)
-    else:  # gradient, top to bottom
-        for y in range(h):
-            t = y / max(1, h - 1)
-            d.line([(0, y), (w, y)], fill=tuple(round(a + (b - a) * t) for a, b in zip(base, other, strict=True)))
-    return img
-
-
-class _Painter:
-    """Draws filled shapes on the product photo and on its silhouette at once."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.rgb = Image.new("RGB", size, "white")
-        self.alpha = Image.new("L", size, 0)
-
-    def shape(self, kind: str, xy: list, fill: Colour | Image.Image) -> None:
-        mask = Image.new("L", self.rgb.size, 0)
-        getattr(ImageDraw.Draw(mask), kind)(xy, fill=255)
-        self.rgb.paste(fill, (0, 0, *self.rgb.size) if isinstance(fill, tuple) else None, mask)
-        self.alpha.paste(255, None, mask)
-
-
 def _product_size(rng: random.Random) -> tuple[int, int]:
     w = rng.randrange(240, 400)
     return w, round(w * rng.uniform(0.7, 1.5))
@@ -120,10 +62,10 @@ def draw_product_layers(
 ) -> tuple[Image.Image, Image.Image]:
     """The product photo (RGB on white) and its silhouette (L, 255 = object), `size` drawn at random when None."""
     w, h = size if size is not None else _product_size(rng)
-    p = _Painter((w, h))
-    c = _colour(rng)
-    body = _texture(rng, (w, h), c)
-    dark = _shade(_colour(rng), 0.5)
+    p = Painter((w, h))
+    c = random_colour(rng)
+    body = texture(rng, (w, h), c)
+    dark = shade(random_colour(rng), 0.5)
     if kind == "lamp":
         p.shape("polygon", [(w * 0.3, h * 0.1), (w * 0.7, h * 0.1), (w * 0.85, h * 0.4), (w * 0.15, h * 0.4)], body)
         p.shape("rectangle", [w * 0.47, h * 0.4, w * 0.53, h * 0.85], dark)
@@ -137,14 +79,14 @@ def draw_product_layers(
         p.shape("rectangle", [w * 0.7, h * 0.5, w * 0.8, h * 0.9], body)
     elif kind == "frame":
         p.shape("rectangle", [w * 0.1, h * 0.1, w * 0.9, h * 0.9], c)
-        p.shape("rectangle", [w * 0.2, h * 0.2, w * 0.8, h * 0.8], _texture(rng, (w, h), _colour(rng)))
+        p.shape("rectangle", [w * 0.2, h * 0.2, w * 0.8, h * 0.8], texture(rng, (w, h), random_colour(rng)))
     elif kind == "table":
         p.shape("rectangle", [w * 0.08, h * 0.3, w * 0.92, h * 0.4], body)
         p.shape("rectangle", [w * 0.15, h * 0.4, w * 0.22, h * 0.9], dark)
         p.shape("rectangle", [w * 0.78, h * 0.4, w * 0.85, h * 0.9], dark)
     elif kind == "plant":
         p.shape("polygon", [(w * 0.3, h * 0.6), (w * 0.7, h * 0.6), (w * 0.62, h * 0.92), (w * 0.38, h * 0.92)], body)
-        leaf = _shade((40 + rng.randrange(60), 110 + rng.randrange(80), 40 + rng.randrange(50)), 1.0)
+        leaf = shade((40 + rng.randrange(60), 110 + rng.randrange(80), 40 + rng.randrange(50)), 1.0)
         for x0, y0, x1, y1 in ((0.15, 0.15, 0.55, 0.62), (0.45, 0.1, 0.85, 0.62), (0.3, 0.05, 0.7, 0.55)):
             p.shape("ellipse", [w * x0, h * y0, w * x1, h * y1], leaf)
     elif kind == "bottle":
@@ -153,7 +95,7 @@ def draw_product_layers(
         p.shape("rectangle", [w * 0.41, h * 0.06, w * 0.59, h * 0.12], dark)
     elif kind == "clock":
         p.shape("ellipse", [w * 0.1, h * 0.1, w * 0.9, h * 0.9], c)
-        p.shape("ellipse", [w * 0.18, h * 0.18, w * 0.82, h * 0.82], _texture(rng, (w, h), _shade(c, 1.6)))
+        p.shape("ellipse", [w * 0.18, h * 0.18, w * 0.82, h * 0.82], texture(rng, (w, h), shade(c, 1.6)))
         p.shape("rectangle", [w * 0.48, h * 0.25, w * 0.52, h * 0.52], dark)
         p.shape("rectangle", [w * 0.48, h * 0.48, w * 0.72, h * 0.52], dark)
     elif kind == "sofa":
@@ -185,7 +127,7 @@ def draw_room(rng: random.Random, size: tuple[int, int]) -> Room:
     gain = rng.uniform(0.75, 1.15)
     warmth = rng.uniform(-0.12, 0.12)
     light = Lighting(side=side, gain=gain, tint=(1 + warmth, 1.0, 1 - warmth))
-    wall, floor = _colour(rng), _colour(rng)
+    wall, floor = random_colour(rng), random_colour(rng)
     horizon = int(h * rng.uniform(0.55, 0.7))
     # The wall: brighter towards the light and towards the top, in columns of 8 px (smooth enough, cheap to draw).
     for x in range(0, w, 8):
@@ -193,12 +135,12 @@ def draw_room(rng: random.Random, size: tuple[int, int]) -> Room:
         col = tuple(v * gain * t * fx for v, t in zip(wall, light.tint, strict=True))
         for y0 in range(0, horizon, 16):
             fy = 0.85 + 0.15 * (y0 / max(1, horizon))
-            d.rectangle([x, y0, x + 7, min(horizon, y0 + 15)], fill=_shade(col, fy))  # type: ignore[arg-type]
-    lit_floor = _shade(tuple(v * t for v, t in zip(floor, light.tint, strict=True)), gain)  # type: ignore[arg-type]
+            d.rectangle([x, y0, x + 7, min(horizon, y0 + 15)], fill=shade(col, fy))  # type: ignore[arg-type]
+    lit_floor = shade(tuple(v * t for v, t in zip(floor, light.tint, strict=True)), gain)  # type: ignore[arg-type]
     d.rectangle([0, horizon, w, h], fill=lit_floor)
     pattern = rng.choice(FLOORS)
     step = max(8, int(w * rng.uniform(0.05, 0.12)))
-    line = _shade(lit_floor, 0.8)
+    line = shade(lit_floor, 0.8)
     if pattern == "planks":
         for y in range(horizon, h, max(4, step // 2)):
             d.line([(0, y), (w, y)], fill=line, width=2)
@@ -206,8 +148,8 @@ def draw_room(rng: random.Random, size: tuple[int, int]) -> Room:
         for y in range(horizon, h, step):
             for x in range(0, w, step):
                 if (x // step + (y - horizon) // step) % 2:
-                    d.rectangle([x, y, x + step - 1, y + step - 1], fill=_shade(lit_floor, 0.88))
-    d.rectangle([0, horizon - max(2, h // 60), w, horizon], fill=_shade(_colour(rng), 0.8))  # skirting
+                    d.rectangle([x, y, x + step - 1, y + step - 1], fill=shade(lit_floor, 0.88))
+    d.rectangle([0, horizon - max(2, h // 60), w, horizon], fill=shade(random_colour(rng), 0.8))  # skirting
     wx = int(w * (rng.uniform(0.55, 0.72) if side > 0 else rng.uniform(0.03, 0.2)))
     d.rectangle([wx, int(h * 0.1), wx + int(w * 0.25), int(h * 0.4)], fill=(200, 225, 245), outline=(90, 90, 90))
     bw, bh = int(w * rng.uniform(0.2, 0.35)), int(h * rng.uniform(0.3, 0.45))
@@ -220,19 +162,6 @@ def draw_scene(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image, 
     """A room and the box of the region to fill (on the floor, against the wall)."""
     room = draw_room(rng, size)
     return room.image, room.box
-
-
-def region_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
-    """The mask image of a scene that names its region by a mask: the ellipse inscribed in `box`."""
-    mask = Image.new("L", size, 0)
-    ImageDraw.Draw(mask).ellipse(box, fill=255)
-    return mask
-
-
-def encode_image(img: Image.Image, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
-    return buf.getvalue()
 
 
 def write_sample_set(
@@ -251,7 +180,7 @@ def write_sample_set(
         kind = PRODUCT_KINDS[i % len(PRODUCT_KINDS)]
         pid = f"{kind}-{i:03d}"
         uri = join(root_uri, "products", f"{pid}.jpg")
-        write_bytes(uri, encode_image(draw_product_layers(kind, rng)[0], "JPEG"), s3)
+        write_bytes(uri, encode(draw_product_layers(kind, rng)[0], "JPEG", quality=92), s3)
         products["product_id"].append(pid)
         products["image_uri"].append(uri)
         products["category"].append(_KIND_CATEGORY[kind])
@@ -261,11 +190,11 @@ def write_sample_set(
         sid = f"room-{j:03d}"
         img, box = draw_scene(rng, scene_size)
         uri = join(root_uri, "scenes", f"{sid}.jpg")
-        write_bytes(uri, encode_image(img, "JPEG"), s3)
+        write_bytes(uri, encode(img, "JPEG", quality=92), s3)
         mask_uri = None
         if j % 2:  # every other scene names its region by a mask image instead of a box
             mask_uri = join(root_uri, "masks", f"{sid}.png")
-            write_bytes(mask_uri, encode_image(region_mask(box, scene_size), "PNG"), s3)
+            write_bytes(mask_uri, encode(ellipse_mask(box, scene_size), "PNG"), s3)
         scenes["scene_id"].append(sid)
         scenes["image_uri"].append(uri)
         scenes["mask_uri"].append(mask_uri)
