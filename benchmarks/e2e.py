@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
-from benchmarks.images import encode, photo_like
 from benchmarks.measure import CpuSampler
 from pipeline.inference.config import RunConfig
+from pipeline.synthetic.images import PHONE, encode, photo
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,15 @@ def write_inputs(root: Path, n_pairs: int, scene_size: tuple[int, int], product_
     scene_files, mask_files, product_files = [], [], []
     for i in range(unique):
         scene_files.append(root / f"scene-{i}.jpg")
-        scene_files[-1].write_bytes(encode(photo_like(width, height, seed=i, grain=2.0), "JPEG", quality=90))
+        scene = photo(width, height, seed=i, scales=PHONE, grain=2.0)
+        scene_files[-1].write_bytes(encode(scene, "JPEG", quality=90))
         product_files.append(root / f"product-{i}.jpg")
-        product_files[-1].write_bytes(encode(photo_like(*product_size, seed=100 + i), "JPEG", quality=90))
+        product = photo(*product_size, seed=100 + i, scales=PHONE, grain=4.0)
+        product_files[-1].write_bytes(encode(product, "JPEG", quality=90))
     mask = np.zeros((height, width), np.uint8)
     mask[box[1] : box[3], box[0] : box[2]] = 255
     mask_files.append(root / "mask.png")
-    mask_files[-1].write_bytes(_png(mask))
+    mask_files[-1].write_bytes(encode(Image.fromarray(mask), "PNG"))
     n_scenes = max(1, min(100, n_pairs))
     n_products = -(-n_pairs // n_scenes)
     scene_ids = [f"scene-{j:05d}" for j in range(n_scenes)]
@@ -88,12 +91,6 @@ def write_inputs(root: Path, n_pairs: int, scene_size: tuple[int, int], product_
         "scene_id": [scene_ids[j] for j in k % n_scenes],
     }), root / "pairs.parquet")
     return Inputs(str(root / "catalogue.parquet"), str(root / "scenes.parquet"), str(root / "pairs.parquet"), n_pairs)
-
-
-def _png(mask: np.ndarray) -> bytes:
-    from PIL import Image
-
-    return encode(Image.fromarray(mask), "PNG")
 
 
 def run_config(inputs: Inputs, output_root: Path, run_id: str, *, source: str, resolution: int, steps: int,

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from benchmarks.images import encode
 from pipeline.inference import planning, record, runner
 from pipeline.inference.config import RunConfig
+from pipeline.synthetic.images import encode
 from pipeline.synthetic.samples import write_sample_set
 
 SCENES, PRODUCTS = 100, 20  # 2,000 pairs, every product in every scene
