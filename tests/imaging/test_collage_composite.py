@@ -12,8 +12,9 @@ from pipeline.imaging.composite import check_encodable, encode_image, paste_back
 from pipeline.imaging.crop import crop_resized
 from pipeline.imaging.geometry import context_window, largest_inscribed_rectangle
 from pipeline.imaging.masks import Region
+from pipeline.synthetic.images import noise, photo
 
-from ._helpers import brute_dilate, noise, photo
+from ._helpers import brute_dilate
 
 RED = (255, 0, 0)
 MAGENTA = (255, 0, 255)

@@ -16,8 +16,7 @@ from pipeline.imaging.decode import (
     open_image,
     rgb_icc_profile,
 )
-
-from ._helpers import encode, exif_with_orientation, noise, photo, png_header_only
+from pipeline.synthetic.images import encode, exif_with_orientation, noise, photo, png_header_only
 
 BIG = 10_000_000
 
@@ -45,7 +44,7 @@ def test_cmyk_jpeg_becomes_rgb():
 
 def test_sixteen_bit_png_is_scaled_not_clipped():
     values = np.array([[0, 32896, 65535, 1000]], dtype=np.uint16)
-    data = encode(Image.fromarray(values))
+    data = encode(Image.fromarray(values), "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     img = decode(data)
     assert np.asarray(img)[0, :, 0].tolist() == [0, 128, 255, 4]
@@ -59,7 +58,7 @@ def test_int32_mode_treated_as_sixteen_bit():
 
 def test_grayscale_png():
     grey = Image.fromarray(np.array([[0, 100, 255]], dtype=np.uint8))
-    img = decode(encode(grey))
+    img = decode(encode(grey, "PNG"))
     assert np.asarray(img)[0].tolist() == [[0, 0, 0], [100, 100, 100], [255, 255, 255]]
 
 
@@ -70,7 +69,7 @@ def test_palette_with_transparency_goes_on_white():
     pal.putpixel((1, 0), 1)
     pal.putpixel((2, 0), 1)
     pal.putpixel((3, 0), 0)
-    img = decode(encode(pal, transparency=1))
+    img = decode(encode(pal, "PNG", transparency=1))
     assert np.asarray(img)[0].tolist() == [[255, 0, 0], [255, 255, 255], [255, 255, 255], [255, 0, 0]]
 
 
@@ -78,9 +77,9 @@ def test_alpha_composited_over_white():
     rgba = Image.new("RGBA", (2, 1))
     rgba.putpixel((0, 0), (0, 0, 0, 0))
     rgba.putpixel((1, 0), (0, 0, 0, 255))
-    assert np.asarray(decode(encode(rgba)))[0].tolist() == [[255, 255, 255], [0, 0, 0]]
+    assert np.asarray(decode(encode(rgba, "PNG")))[0].tolist() == [[255, 255, 255], [0, 0, 0]]
     la = Image.new("LA", (1, 1), (0, 128))
-    assert 125 <= np.asarray(decode(encode(la)))[0, 0, 0] <= 129
+    assert 125 <= np.asarray(decode(encode(la, "PNG")))[0, 0, 0] <= 129
 
 
 def test_animated_gif_gives_first_frame():
@@ -110,7 +109,7 @@ def test_every_orientation_matches_exif_transpose(orientation):
 
 
 def test_one_by_one():
-    img = decode(encode(Image.new("RGB", (1, 1), (1, 2, 3))))
+    img = decode(encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"))
     assert img.size == (1, 1) and np.asarray(img)[0, 0].tolist() == [1, 2, 3]
 
 
@@ -129,7 +128,7 @@ def test_enormous_header_fails_without_allocating(side):
 
 
 def test_header_checked_against_max_pixels():
-    data = encode(photo(100, 100))
+    data = encode(photo(100, 100), "PNG")
     with pytest.raises(PairError) as excinfo:
         decode(data, max_pixels=9_999)
     assert reason_of(excinfo) == IMAGE_TOO_LARGE and "100x100" in str(excinfo.value)
@@ -164,7 +163,7 @@ def test_draft_reduces_jpeg_by_at_most_the_factor():
 
 
 def test_draft_ignored_for_png():
-    img, factor = load_rgb(open_image(encode(photo(80, 60)), max_pixels=BIG), reduction=8)
+    img, factor = load_rgb(open_image(encode(photo(80, 60), "PNG"), max_pixels=BIG), reduction=8)
     assert factor == 1 and img.size == (80, 60)
 
 
@@ -183,7 +182,7 @@ def test_rgb_icc_profile_kept_only_for_rgb_profiles():
     grey_profile[16:20] = b"GRAY"
     img.info["icc_profile"] = bytes(grey_profile)
     assert rgb_icc_profile(img) is None
-    assert rgb_icc_profile(open_image(encode(photo(8, 8)), max_pixels=BIG)) is None
+    assert rgb_icc_profile(open_image(encode(photo(8, 8), "PNG"), max_pixels=BIG)) is None
 
 
 # Masks
@@ -200,15 +199,15 @@ def test_mask_threshold_at_128():
 
 def test_mask_any_mode_is_made_grey():
     one_bit = Image.fromarray(np.array([[True, False]]))
-    assert decode_mask(encode(one_bit), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
+    assert decode_mask(encode(one_bit, "PNG"), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
     rgba = np.zeros((1, 2, 4), dtype=np.uint8)
     rgba[0, 0] = (255, 255, 255, 0)  # white, fully transparent: alpha is ignored
     rgba[0, 1] = (0, 0, 0, 255)
-    assert decode_mask(encode(Image.fromarray(rgba)), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
+    assert decode_mask(encode(Image.fromarray(rgba), "PNG"), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
     sixteen = np.array([[40000, 20000]], dtype=np.uint16)  # 156 and 78 in 8 bits
     assert decode_mask(mask_bytes(sixteen), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
     palette = Image.fromarray(np.array([[255, 0]], dtype=np.uint8)).convert("P")
-    assert decode_mask(encode(palette), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
+    assert decode_mask(encode(palette, "PNG"), size=(2, 1), max_pixels=BIG).tolist() == [[True, False]]
 
 
 def test_mask_exif_orientation_applied():

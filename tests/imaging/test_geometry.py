@@ -13,8 +13,7 @@ from pipeline.imaging.geometry import (
     largest_inscribed_rectangle,
     upright_to_stored_box,
 )
-
-from ._helpers import noise
+from pipeline.synthetic.images import noise
 
 
 def window(bbox, size=(4000, 3000), margin=0.25, min_side=512, min_margin=8):

@@ -26,8 +26,9 @@ from pipeline.imaging.settings import ImageSettings
 from pipeline.inference import preprocess
 from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
+from pipeline.synthetic.images import encode, exif_with_orientation, noise, photo, png_header_only
 
-from ._helpers import brute_dilate, encode, exif_with_orientation, noise, photo, png_header_only
+from ._helpers import brute_dilate
 
 RES = 64
 SETTINGS = ImageSettings(resolution=RES, reference_size=32, output_format="png")
@@ -95,7 +96,7 @@ def test_prepare_mask_and_box_paths_agree():
     scene = encode(photo(300, 200), "JPEG")
     box = (100, 40, 220, 150)
     by_box = prepare(scene, box=box)
-    mask = encode(Image.fromarray(box_mask((300, 200), box).view(np.uint8) * 255))
+    mask = encode(Image.fromarray(box_mask((300, 200), box).view(np.uint8) * 255), "PNG")
     by_mask = prepare(scene, mask_bytes=mask)
     assert by_box.window == by_mask.window
     assert np.array_equal(by_box.scene_crop, by_mask.scene_crop)
@@ -105,8 +106,8 @@ def test_prepare_mask_and_box_paths_agree():
 
 @pytest.mark.parametrize("mask_given,box", [(False, None), (True, (1, 1, 5, 5))], ids=["neither", "both"])
 def test_exactly_one_of_mask_and_box(mask_given, box):
-    scene = encode(photo(64, 64))
-    mask = encode(Image.new("L", (64, 64), 255)) if mask_given else None
+    scene = encode(photo(64, 64), "PNG")
+    mask = encode(Image.new("L", (64, 64), 255), "PNG") if mask_given else None
     assert pair_error(prepare, scene, mask_bytes=mask, box=box).reason == INVALID_BOX
 
 
@@ -115,15 +116,15 @@ def test_region_errors():
     assert pair_error(prepare, scene, box=(200, 10, 300, 20)).reason == MASK_OUT_OF_BOUNDS
     assert pair_error(prepare, scene, box=(50, 10, 40, 20)).reason == INVALID_BOX
     assert pair_error(prepare, scene, box=(float("nan"), 1, 2, 3)).reason == INVALID_BOX
-    black = encode(Image.new("L", (100, 80), 0))
+    black = encode(Image.new("L", (100, 80), 0), "PNG")
     assert pair_error(prepare, scene, mask_bytes=black).reason == MASK_EMPTY
-    small = encode(Image.new("L", (50, 40), 255))
+    small = encode(Image.new("L", (50, 40), 255), "PNG")
     assert pair_error(prepare, scene, mask_bytes=small).reason == MASK_SIZE_MISMATCH
 
 
 def test_all_white_mask_regenerates_the_whole_image():
     scene = encode(photo(100, 80), "JPEG")
-    pair = prepare(scene, mask_bytes=encode(Image.new("L", (100, 80), 255)))
+    pair = prepare(scene, mask_bytes=encode(Image.new("L", (100, 80), 255), "PNG"))
     assert pair.window == (0, -10, 100, 90)
     assert pair.mask_crop[7:57].all() and not pair.mask_crop[:6].any() and not pair.mask_crop[58:].any()
 
@@ -148,7 +149,7 @@ def test_size_limits_checked_before_decoding():
     assert pair_error(prepare, wide, box=(1, 1, 5, 5), settings=webp).reason == IMAGE_TOO_LARGE
     product = png_header_only(9_000, 9_000)
     limited = ImageSettings(resolution=RES, max_pixels=50_000_000)
-    assert pair_error(prepare, encode(photo(64, 64)), product, box=(1, 1, 5, 5), settings=limited).reason == (
+    assert pair_error(prepare, encode(photo(64, 64), "PNG"), product, box=(1, 1, 5, 5), settings=limited).reason == (
         IMAGE_TOO_LARGE
     )
 
@@ -158,7 +159,7 @@ def test_unexpected_failures_become_internal_errors(monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(preprocess, "make_reference", broken)
-    error = pair_error(prepare, encode(photo(64, 64)), box=(1, 1, 5, 5))
+    error = pair_error(prepare, encode(photo(64, 64), "PNG"), box=(1, 1, 5, 5))
     assert error.reason == INTERNAL_ERROR and "boom" in error.message
 
 
@@ -191,7 +192,7 @@ def test_scene_crop_is_the_upright_window(orientation, scene_size, box):
 
 
 def test_one_pixel_scene():
-    scene = encode(Image.new("RGB", (1, 1), (10, 20, 30)))
+    scene = encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")
     pair = prepare(scene, box=(0, 0, 1, 1))
     assert pair.window == (0, 0, 1, 1) and pair.mask_crop.all()
     assert (pair.scene_crop == (10, 20, 30)).all()
@@ -224,8 +225,8 @@ def test_composite_png_equals_scene_outside_the_dilated_mask(orientation):
 def test_composite_mask_at_the_border_with_window_beyond_it_lossless_webp():
     yy, xx = np.mgrid[0:120, 0:200]
     mask = ((xx - 190) ** 2 + (yy - 60) ** 2 <= 55**2) | (yy >= 115)  # touches the right and bottom borders
-    mask_bytes = encode(Image.fromarray(mask.view(np.uint8) * 255))
-    scene = encode(Image.fromarray(noise(200, 120, seed=3)))
+    mask_bytes = encode(Image.fromarray(mask.view(np.uint8) * 255), "PNG")
+    scene = encode(Image.fromarray(noise(200, 120, seed=3)), "PNG")
     settings = ImageSettings(resolution=RES, output_format="webp", output_quality=100)
     pair = prepare(scene, mask_bytes=mask_bytes, settings=settings)
     assert pair.window[1] < 0 and pair.window[3] > 120  # taller than the image: padded
@@ -251,7 +252,7 @@ def test_composite_jpeg_output_close_outside_the_mask_and_keeps_icc():
 
 
 def test_composite_rejects_bad_model_output_and_windows():
-    scene = encode(photo(100, 80))
+    scene = encode(photo(100, 80), "PNG")
     box = (40, 30, 60, 50)
     window = prepare(scene, box=box).window
     for generated in (np.zeros((RES, RES), np.uint8), np.zeros((RES, RES, 3), np.float32), None):

@@ -11,8 +11,7 @@ from pipeline.imaging.masks import Region
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
-
-from ._helpers import encode, exif_with_orientation, photo
+from pipeline.synthetic.images import encode, exif_with_orientation, photo
 
 
 def ellipse_mask(size, box):
@@ -47,7 +46,7 @@ def test_composite_with_packed_region_equals_composite_with_mask(fmt, orientatio
     settings = ImageSettings(resolution=64, output_format=fmt)
     scene = encode(photo(160, 120), "JPEG", quality=90, exif=exif_with_orientation(orientation))
     upright = (120, 160) if orientation == 6 else (160, 120)
-    mask = encode(ellipse_mask(upright, (30, 40, 90, 100)))
+    mask = encode(ellipse_mask(upright, (30, 40, 90, 100)), "PNG")
     product = encode(photo(50, 70, seed=1), "JPEG")
     pair = prepare_pair(scene, product, mask_bytes=mask, box=None, settings=settings)
     generated = np.full((64, 64, 3), (255, 0, 255), np.uint8)

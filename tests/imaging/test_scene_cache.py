@@ -12,8 +12,7 @@ from pipeline.imaging.settings import ImageSettings
 from pipeline.inference import postprocess
 from pipeline.inference.postprocess import SceneCache, composite_pair
 from pipeline.inference.preprocess import prepare_pair
-
-from ._helpers import encode, exif_with_orientation, noise, photo
+from pipeline.synthetic.images import encode, exif_with_orientation, noise, photo
 
 RES = 64
 

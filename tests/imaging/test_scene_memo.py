@@ -12,8 +12,7 @@ from pipeline.core.errors import MASK_EMPTY, PairError
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference import preprocess
 from pipeline.inference.preprocess import prepare_pair
-
-from ._helpers import encode, exif_with_orientation, photo
+from pipeline.synthetic.images import encode, exif_with_orientation, photo
 
 SETTINGS = ImageSettings(resolution=64, reference_size=32)
 BOX = (40, 30, 120, 100)
@@ -47,7 +46,8 @@ def products() -> list[bytes]:
 def test_pairs_of_one_scene_prepare_it_once_and_equal_fresh_preparations(scene, products):
     mask = np.zeros((260, 180), np.uint8)  # upright size is 180x260 (orientation 6)
     mask[50:150, 40:120] = 255
-    for region in ({"mask_bytes": None, "box": BOX}, {"mask_bytes": encode(Image.fromarray(mask)), "box": None}):
+    mask_png = encode(Image.fromarray(mask), "PNG")
+    for region in ({"mask_bytes": None, "box": BOX}, {"mask_bytes": mask_png, "box": None}):
         expected = [fresh(scene, p, settings=SETTINGS, **region) for p in products]
         preprocess.PREPARE_SCENES.clear()
         preprocess.PREPARE_SCENES.hits = preprocess.PREPARE_SCENES.misses = 0
@@ -87,7 +87,7 @@ def test_callers_get_their_own_arrays(scene, products):
 
 
 def test_failures_are_not_remembered(scene, products):
-    empty = encode(Image.new("L", (180, 260), 0))
+    empty = encode(Image.new("L", (180, 260), 0), "PNG")
     preprocess.PREPARE_SCENES.hits = preprocess.PREPARE_SCENES.misses = 0
     for product in products[:2]:
         with pytest.raises(PairError) as excinfo:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.synthetic.images import encode
 from pipeline.train.config import TrainConfig
 
 
@@ -24,9 +24,7 @@ def object_photo(seed: int, size: tuple[int, int] = (160, 120)) -> tuple[bytes, 
     x1, y1 = x0 + int(rng.integers(30, width // 2 - 5)), y0 + int(rng.integers(30, height // 2 - 5))
     image[y0:y1, x0:x1] = rng.integers(0, 256, 3)
     image[y0 + 5 : y1 - 5 : 6, x0 + 3 : x1 - 3] = 255 - image[y0, x0]  # stripes: detail for the reference to show
-    buf = io.BytesIO()
-    Image.fromarray(image.astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue(), (x0, y0, x1, y1)
+    return encode(Image.fromarray(image.astype(np.uint8)), "PNG"), (x0, y0, x1, y1)
 
 
 def write_manifest(folder: Path, rows: int, *, val: int = 0, broken: int = 0, seed: int = 0) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +12,7 @@ from pipeline.core.errors import DECODE_ERROR, FETCH_MISSING
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.manifests import ManifestError
 from pipeline.inference.preprocess import prepare_pair
+from pipeline.synthetic.images import encode
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.data import SKIP_REASONS, Schedule, load_train_manifest, prepare_batch
 from pipeline.train.pairs import make_pair, pair_rng
@@ -105,12 +104,11 @@ def test_a_pair_is_built_exactly_as_inference_builds_it():
     product, _ = object_photo(12, size=(90, 140))
     mask = np.zeros((200, 300), np.uint8)
     mask[box[1] : box[3], box[0] + 5 : box[2]] = 255
-    buf = io.BytesIO()
-    Image.fromarray(mask).save(buf, format="PNG")
+    mask_png = encode(Image.fromarray(mask), "PNG")
     cfg = TrainDataConfig(resolution=128, mask_grow=0.0, irregular_mask_p=0.0)
-    ours = make_pair(scene, mask_bytes=buf.getvalue(), box=None, reference_bytes=product, rng=pair_rng(0, 0, 0),
+    ours = make_pair(scene, mask_bytes=mask_png, box=None, reference_bytes=product, rng=pair_rng(0, 0, 0),
                      cfg=cfg)
-    theirs = prepare_pair(scene, product, mask_bytes=buf.getvalue(), box=None,
+    theirs = prepare_pair(scene, product, mask_bytes=mask_png, box=None,
                           settings=ImageSettings(resolution=128, output_format="png"))
     assert np.array_equal(ours.scene, theirs.scene_crop)
     assert np.array_equal(ours.mask, theirs.mask_crop)
