@@ -141,7 +141,8 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
     import torch
 
     from pipeline.inference.allocator import bound_allocators
-    from pipeline.inference.runner import local_cpus, run
+    from pipeline.inference.ray_runtime import local_cpus
+    from pipeline.inference.runner import run
 
     gpus = torch.cuda.device_count()
     cfg = run_config(inputs_at(root / "in", n), root / "out", f"mem-{n}", source="noop", resolution=RESOLUTION,
@@ -151,7 +152,7 @@ def memory_child(n: int, root: Path, max_seconds: float | None) -> dict[str, Any
     with ExitStack() as stack:
         memory = stack.enter_context(MemorySampler(0.5))
         ray_started = time.perf_counter()
-        # As a run that starts its own Ray would (`runner.start_local_ray`): enough logical CPUs for every stage.
+        # As a run that starts its own Ray would (`ray_runtime.start_local_ray`): enough logical CPUs for every stage.
         cpus = local_cpus(cfg.compute)
         bound_allocators()
         state["ray_cpus"] = cpus

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
+from pipeline.inference.checks import require_trained_models
 from pipeline.inference.config import ConfigError, RunConfig
 from pipeline.inference.runner import run
 
@@ -21,6 +22,7 @@ def ab(cfg: RunConfig) -> int:
         raise ConfigError(
             f"invalid configuration:\n  variants: an A/B run needs at least two variants (got {len(cfg.variants)})"
         )
+    require_trained_models(cfg)
     result = run(with_job_defaults(cfg, incremental=False))
     print_summary(result.summary, result.run_uri)
     print(f"variants: {', '.join(cfg.variant_names())} under {result.run_uri}/images/<variant>/")

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
+from pipeline.inference.checks import require_trained_models
 from pipeline.inference.config import RunConfig
 from pipeline.inference.runner import run
 
@@ -24,6 +25,7 @@ def backfill(cfg: RunConfig) -> int:
     sel = cfg.selection
     log.info("backfill %s: categories %s, %s product ids, shard %d of %d", cfg.run_id, sel.categories or "all",
              "listed" if sel.product_ids or sel.product_ids_uri else "all", sel.shard_index, sel.shard_count)
+    require_trained_models(cfg)
     result = run(with_job_defaults(cfg, incremental=False))
     print_summary(result.summary, result.run_uri)
     return 0

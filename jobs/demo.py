@@ -19,7 +19,8 @@ from jobs.cli import job_parser, print_summary, run_job
 from jobs.registry import JOBS, default_prog
 from pipeline.core.storage import join
 from pipeline.inference.config import RunConfig
-from pipeline.inference.runner import run, start_local_ray
+from pipeline.inference.ray_runtime import start_local_ray
+from pipeline.inference.runner import run
 from pipeline.synthetic.samples import write_sample_set
 
 

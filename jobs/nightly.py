@@ -17,11 +17,13 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main, print_summary, with_job_defaults
+from pipeline.inference.checks import require_trained_models
 from pipeline.inference.config import RunConfig
 from pipeline.inference.runner import run
 
 
 def nightly(cfg: RunConfig) -> int:
+    require_trained_models(cfg)
     result = run(with_job_defaults(cfg, incremental=True))
     print_summary(result.summary, result.run_uri)
     return 0

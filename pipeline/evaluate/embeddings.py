@@ -151,7 +151,7 @@ def embed_items(cfg: EvalConfig, items: pa.Table, encoders: dict[str, tuple[str,
             got = np.asarray(batch[f"vectors_{kind}"], np.float32)
             vectors.setdefault(kind, np.zeros((n, got.shape[1]), np.float32))[idx] = got
     del ds
-    gc.collect()  # let go of the actor pool (and its GPU) now, as pipeline.inference.runner.release_actors explains
+    gc.collect()  # let go of the actor pool (and its GPU) now, as inference.ray_runtime.release_actors explains
     for kind in sources:
         vectors.setdefault(kind, np.zeros((n, 0), np.float32))
     return Embeddings(status, reason, message, vectors)

@@ -31,7 +31,13 @@ class PairingConfig(Section):
 
 
 class ModelConfig(Section):
-    source: str = Field("tiny", description="a named configuration (tiny, sd15), a local path or an s3:// URI")
+    source: str | None = Field(
+        None, description="the model: a checkpoint's local path or s3:// URI, or a name (demo; tiny, small, sd15 and "
+        "noop are random or no weights, for tests and benchmarks); required"
+    )
+    allow_random_weights: bool = Field(
+        False, description="let nightly, backfill and ab run a random-weight source (tiny, small, sd15, noop)"
+    )
     dtype: Dtype = Field("auto", description="model precision; auto: fp16 on a GPU, fp32 on CPU")
     cache_dir: str | None = Field(
         default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,

@@ -25,6 +25,7 @@ from pipeline.inference.config import RunConfig
 from pipeline.inference.key_sets import KeySet
 from pipeline.inference.manifests import Manifests, pairs_columns, pairs_dataset
 from pipeline.inference.pairing import PAIR_SCHEMA
+from pipeline.inference.ray_runtime import retry_arguments
 from pipeline.inference.selection import Choice, pairs_of
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,13 @@ def write_plan(cfg: RunConfig, manifests: Manifests, choice: Choice, done: KeySe
         fs.rm(root, recursive=True)  # an earlier attempt's plan: this attempt plans again from the manifests
     chosen = choice.catalogue if cfg.pairing.strategy == "pairs" else None
     compute = cfg.compute
-    parts = (
-        _chunks(cfg, manifests, choice)
-        .map_batches(plan_chunk, batch_size=PLAN_CHUNK_ROWS, batch_format="pyarrow",
-                     fn_kwargs={"cfg": cfg, "chosen": chosen, "scenes": manifests.scenes, "done": done},
-                     num_cpus=compute.cpus_per_task, max_retries=compute.max_task_retries)
-        .take_all()
-    )
+    with retry_arguments():
+        planned = _chunks(cfg, manifests, choice).map_batches(
+            plan_chunk, batch_size=PLAN_CHUNK_ROWS, batch_format="pyarrow",
+            fn_kwargs={"cfg": cfg, "chosen": chosen, "scenes": manifests.scenes, "done": done},
+            num_cpus=compute.cpus_per_task, max_retries=compute.max_task_retries,
+        )
+    parts = planned.take_all()
     passes = []
     for variant in cfg.variant_names():
         mine = sorted((p for p in parts if p["variant"] == variant), key=lambda p: p["uri"])

@@ -144,37 +144,6 @@ class MetadataWriter:
         self._last_flush = time.monotonic()
 
 
-@dataclass
-class Progress:
-    """Counts as rows finish, with a log line at most every `interval_s` seconds."""
-
-    total: int
-    interval_s: float
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    failed: int = 0
-    _last_log: float = field(default_factory=time.monotonic)
-
-    def update(self, statuses: list[str]) -> str | None:
-        self.done += len(statuses)
-        self.failed += sum(s != "ok" for s in statuses)
-        now = time.monotonic()
-        if now - self._last_log >= self.interval_s:
-            self._last_log = now
-            return self.line()
-        return None
-
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def line(self) -> str:
-        return (
-            f"progress: {self.done}/{self.total} pairs done ({self.failed} failed), "
-            f"{self.rate():.2f} pairs/s, {time.monotonic() - self.started:.0f}s elapsed"
-        )
-
-
 def write_config(cfg: RunConfig) -> None:
     write_bytes(join(cfg.run_uri, "config.json"), json.dumps(cfg.public_dict(), indent=2).encode(), cfg.s3)
 

@@ -60,7 +60,8 @@ def _job_config(s3_server: str, bucket: str, run_id: str, **extra) -> dict:
     return {
         "run_id": run_id, "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
         "output_uri": f"s3://{bucket}/runs", "pairing": {"strategy": "same_category", "scenes_per_product": 1},
-        "model": {"source": "tiny"}, "sampling": {"steps": 2, "resolution": 64}, "output": {"format": "png"},
+        "model": {"source": "tiny", "allow_random_weights": True}, "sampling": {"steps": 2, "resolution": 64},
+        "output": {"format": "png"},
         # The worker node has 2 CPUs: one for the inference actor (with the GPU), one for the CPU tasks.
         "compute": {"batch_size": 2, "cpus_per_actor": 1, "cpus_per_task": 1},
         "s3": {"endpoint_url": s3_server, "region": "us-east-1"}, "progress_interval_s": 2, **extra,

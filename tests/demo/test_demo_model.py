@@ -13,8 +13,8 @@ import yaml
 from benchmarks.demo_quality import QualityPlan, bench_demo_quality, held_out_crops
 from pipeline.core.model_sources import DEMO_MODEL, PACKAGED_MODELS
 from pipeline.core.provenance import hint_branch_trained, read_provenance
+from pipeline.inference.checks import check_model_source
 from pipeline.inference.config import RunConfig
-from pipeline.inference.runner import check_model_source
 from pipeline.model import load_dtc
 
 DEMO_CONFIG = "configs/train-demo.yaml"

@@ -92,8 +92,7 @@ def test_every_package_the_tests_and_benchmarks_import_is_declared():
     local = LOCAL | {"tests", "benchmarks", "conftest", "update_cluster_pins"}
     used = third_party(imported_modules("tests", "benchmarks"), local)
     undeclared = {d: sorted(files) for d, files in used.items() if d not in RUNTIME | DEV}
-    assert not undeclared, f"imported by tests/ or benchmarks/, declared neither as a dependency nor in the dev extra: " \
-        f"{undeclared}"
+    assert not undeclared, f"imported by tests/ or benchmarks/, not in dependencies or the dev extra: {undeclared}"
 
 
 def test_the_library_never_imports_benchmarks_or_tests():

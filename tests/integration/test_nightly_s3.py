@@ -45,7 +45,7 @@ def test_nightly_job_on_s3(ray_local, s3_server, s3_bucket, tmp_path):
         "scenes_uri": sample.scenes_uri,
         "output_uri": f"s3://{s3_bucket}/runs",
         "pairing": {"strategy": "same_category", "scenes_per_product": 2},
-        "model": {"source": "tiny"},
+        "model": {"source": "tiny", "allow_random_weights": True},
         "sampling": {"steps": 3, "resolution": 64},
         "output": {"format": "png"},
         "compute": {"batch_size": 2},

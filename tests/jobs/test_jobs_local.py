@@ -46,7 +46,8 @@ def test_ab_variants_have_their_own_images_and_paired_seeds(ray_local, sample, t
     config = {
         "run_id": "ab-1", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
         "output_uri": str(out), "pairing": {"strategy": "same_category", "scenes_per_product": 1},
-        "selection": {"product_ids": sample.product_ids[:2]}, "model": {"source": "tiny"}, **FAST,
+        "selection": {"product_ids": sample.product_ids[:2]},
+        "model": {"source": "tiny", "allow_random_weights": True}, **FAST,
         "variants": [{"name": "base"}, {"name": "more-steps", "sampling": {"steps": 3, "guidance": 2.0}}],
     }
     assert ab.main(["--config", _config(tmp_path, "ab", config)]) == 0
@@ -85,7 +86,8 @@ def test_ab_job_needs_two_variants(sample, tmp_path, capsys):
 def test_backfill_shards_are_disjoint_and_cover_the_catalogue(ray_local, sample, tmp_path):
     out = tmp_path / "runs"
     base = {"catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri, "output_uri": str(out),
-            "pairing": {"strategy": "same_category", "scenes_per_product": 2}, "model": {"source": "noop"}, **FAST,
+            "pairing": {"strategy": "same_category", "scenes_per_product": 2},
+            "model": {"source": "noop", "allow_random_weights": True}, **FAST,
             "selection": {"shard_count": 2}}
     keys = []
     for i in range(2):
@@ -114,7 +116,8 @@ def test_nightly_second_run_takes_only_new_and_changed_products(ray_local, sampl
     cat_path = inputs / "catalogue.parquet"
     pq.write_table(pa.Table.from_pylist(catalogue), cat_path)
     base = {"catalogue_uri": str(cat_path), "scenes_uri": sample.scenes_uri, "output_uri": str(out),
-            "pairing": {"strategy": "same_category", "scenes_per_product": 1}, "model": {"source": "noop"}, **FAST}
+            "pairing": {"strategy": "same_category", "scenes_per_product": 1},
+            "model": {"source": "noop", "allow_random_weights": True}, **FAST}
 
     assert nightly.main(["--config", _config(tmp_path, "n1", {**base, "run_id": "n1"})]) == 0
     first = _rows(out / "n1")

@@ -191,7 +191,7 @@ def test_every_variant_gets_every_pair_with_the_same_seed():
 
 
 def test_variant_configs_merge_and_errors_name_the_field():
-    cfg = load_config(None, [*BASE, "sampling.steps=30",
+    cfg = load_config(None, [*BASE, "sampling.steps=30", "model.source=tiny",
                              'variants=[{name: fast, sampling: {steps: 10}}, {name: v2, model: {source: noop}}]'])
     assert cfg.variant_names() == ["fast", "v2"]
     assert (cfg.for_variant("fast").sampling.steps, cfg.for_variant("fast").model.source) == (10, "tiny")

@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core import storage
+from pipeline.inference import progress as progress_module
 from pipeline.inference import record
 from pipeline.inference.config import RunConfig
 from pipeline.inference.metadata_row import METADATA_SCHEMA, PAIR_KEY, ROW_SCHEMA, metadata_row
+from pipeline.inference.progress import Progress
 
 
 @pytest.fixture
@@ -181,15 +183,17 @@ def test_summary_is_removed_first_and_written_last(cfg, tmp_path):
     record.clear_summary(cfg)  # nothing to remove: fine
 
 
-def test_progress_logs_at_most_every_interval(monkeypatch):
+def test_progress_logs_at_most_every_interval_with_rate_and_time_left(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(record, "time", clock.module())
-    progress = record.Progress(total=4, interval_s=10, started=clock.now, _last_log=clock.now)
+    monkeypatch.setattr(progress_module, "time", clock.module())
+    progress = Progress(total=4, interval_s=10, started=clock.now, _last_log=clock.now)
     assert progress.update(["ok"]) is None
     clock.now += 10
     line = progress.update(["failed", "ok"])
-    assert line == "progress: 3/4 pairs done (1 failed), 0.30 pairs/s, 10s elapsed"
-    assert progress.update(["ok"]) is None and progress.done == 4
+    assert line == "progress: 3/4 pairs (75%), 1 failed, 0.30 pairs/s, 10s elapsed, about 3s left"
+    clock.now += 3590
+    assert progress.update(["ok"]) is None and progress.done == 4  # the last line is the run's to log
+    assert progress.line() == "progress: 4/4 pairs (100%), 1 failed, 0.00 pairs/s, 1h00m elapsed, done"
 
 
 def test_tally_rows_counts_what_the_dataset_reads_an_older_part_without_variant_included(cfg):

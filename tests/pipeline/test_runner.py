@@ -13,7 +13,7 @@ import ray
 
 from pipeline.core.errors import JobError, RunStopped
 from pipeline.core.model_sources import MODEL_NAMES
-from pipeline.inference import planning, record, runner
+from pipeline.inference import checks, planning, ray_runtime, record, runner
 from pipeline.inference.config import RunConfig
 from pipeline.inference.metadata_row import ROW_SCHEMA, metadata_row
 from pipeline.inference.pairing import PAIR_SCHEMA
@@ -214,7 +214,7 @@ def test_summary_json_is_what_run_returns(run_cfg, monkeypatch, tmp_path):
 @pytest.mark.parametrize("source", ["model.ckpt", "s3://b/weights.BIN", "w.safetensors.pt/"])
 def test_pickle_checkpoints_are_refused_by_name(cfg, source):
     with pytest.raises(JobError, match="pickle-format checkpoint, refused"):
-        runner.check_model_source(cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})}))
+        checks.check_model_source(cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})}))
 
 
 def test_model_sources_the_driver_checks(cfg, tmp_path):
@@ -222,16 +222,16 @@ def test_model_sources_the_driver_checks(cfg, tmp_path):
         return cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})
 
     for name in MODEL_NAMES:
-        runner.check_model_source(with_source(name))
+        checks.check_model_source(with_source(name))
     with pytest.raises(JobError, match=re.escape(f"not a model name ({', '.join(MODEL_NAMES)})")):
-        runner.check_model_source(with_source("tinyy"))
+        checks.check_model_source(with_source("tinyy"))
     pickles = tmp_path / "pickles"
     pickles.mkdir()
     (pickles / "unet.bin").write_bytes(b"x")
     with pytest.raises(JobError, match="unet.bin is a pickle-format checkpoint"):
-        runner.check_model_source(with_source(str(pickles)))
+        checks.check_model_source(with_source(str(pickles)))
     (pickles / "unet.safetensors").write_bytes(b"x")
-    runner.check_model_source(with_source(str(pickles)))
+    checks.check_model_source(with_source(str(pickles)))
 
 
 def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp_path):
@@ -249,7 +249,7 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
         {"name": "a", "model": {"source": str(trained)}}, {"name": "b", "model": {"source": str(converted)}},
         {"name": "c", "model": {"source": "tiny"}}]})
     ab = RunConfig.model_validate(ab.model_dump())
-    records = runner.model_records(ab)
+    records = checks.model_records(ab)
     assert records["a"]["hint_branch_trained"] is True
     assert records["a"]["provenance"]["training"]["steps"] == 10
     assert records["b"]["hint_branch_trained"] is False
@@ -259,26 +259,26 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
 def test_a_local_ray_has_cpus_for_one_task_of_every_stage(monkeypatch):
     compute = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
                         compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 2}).compute
-    assert runner.stage_cpus(compute) == 1 + 2 * 1.0 + 2 * 1.0  # repartition, preprocess, postprocess, actors
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
-    assert runner.local_cpus(compute) == 5
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
-    assert runner.local_cpus(compute) == 64  # never fewer than the cores
+    assert ray_runtime.stage_cpus(compute) == 1 + 2 * 1.0 + 2 * 1.0  # repartition, preprocess, postprocess, actors
+    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 2)
+    assert ray_runtime.local_cpus(compute) == 5
+    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 64)
+    assert ray_runtime.local_cpus(compute) == 64  # never fewer than the cores
     fractional = compute.model_copy(update={"cpus_per_task": 0.25, "cpus_per_actor": 0.5, "gpu_actors_max": 1})
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
-    assert runner.local_cpus(fractional) == 2  # 2.0 exactly: no rounding up past it
+    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 1)
+    assert ray_runtime.local_cpus(fractional) == 2  # 2.0 exactly: no rounding up past it
 
 
 def test_a_cluster_with_fewer_cpus_than_the_stages_need_is_named(ray_local, caplog):
     cfg = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
                     compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 1})
     cpus = ray_local.cluster_resources()["CPU"]
-    with caplog.at_level(logging.WARNING, logger=runner.log.name):
-        runner.warn_if_few_cpus(cfg)
+    with caplog.at_level(logging.WARNING, logger=ray_runtime.log.name):
+        ray_runtime.warn_if_few_cpus(cfg)
     assert f"has {cpus:g} logical CPUs, fewer than the 4 that" in caplog.text
     caplog.clear()
     small = cfg.model_copy(update={"compute": cfg.compute.model_copy(
         update={"cpus_per_task": 0.25, "cpus_per_actor": 0.0})})
-    with caplog.at_level(logging.WARNING, logger=runner.log.name):
-        runner.warn_if_few_cpus(small)
+    with caplog.at_level(logging.WARNING, logger=ray_runtime.log.name):
+        ray_runtime.warn_if_few_cpus(small)
     assert caplog.text == ""

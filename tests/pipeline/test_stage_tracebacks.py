@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = textwrap.dedent("""
     import logging, sys
     import ray
-    from pipeline.inference import preprocess, runner, stages
+    from pipeline.inference import graph, preprocess, runner, stages
     from pipeline.inference.config import RunConfig
 
     def bug_in_reference(*args, **kwargs):
@@ -46,7 +46,7 @@ DRIVER = textwrap.dedent("""
             setattr(target, name, saved)
 
     logging.basicConfig(level=logging.INFO)
-    runner.prepare_row = prepare_row
+    graph.prepare_row = prepare_row
     ray.init()
     cfg = RunConfig(run_id="tracebacks", catalogue_uri=sys.argv[1], scenes_uri=sys.argv[2], output_uri=sys.argv[3],
                     pairing={"strategy": "all"}, model={"source": "noop"}, sampling={"resolution": 64},

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.inference import planning, record, runner
+from pipeline.inference import planning, ray_runtime, record, runner
 from pipeline.inference.config import RunConfig
 from pipeline.synthetic.images import encode
 from pipeline.synthetic.samples import write_sample_set
@@ -65,12 +65,12 @@ def test_the_first_part_is_written_before_most_pairs_are_preprocessed(ray_local,
     inputs = _inputs(tmp_path / "in")
     cfg = RunConfig.model_validate({
         "run_id": "stream", "output_uri": str(tmp_path / "out"), **inputs, "pairing": {"strategy": "all"},
-        "model": {"source": "noop"}, "sampling": {"steps": 1, "resolution": 64},
-        # One task of every stage at once fits the fixture's 2 CPUs (`runner.stage_cpus`).
+        "model": {"source": "noop", "allow_random_weights": True}, "sampling": {"steps": 1, "resolution": 64},
+        # One task of every stage at once fits the fixture's 2 CPUs (`ray_runtime.stage_cpus`).
         "compute": {"batch_size": 8, "cpus_per_task": 0.5, "cpus_per_actor": 0.0},
         "record": {"part_rows": 50}, "progress_interval_s": 3600,
     })
-    assert runner.stage_cpus(cfg.compute) <= ray_local.cluster_resources()["CPU"]
+    assert ray_runtime.stage_cpus(cfg.compute) <= ray_local.cluster_resources()["CPU"]
     watcher = WriteOnFirstPart(Path(cfg.run_uri) / "metadata", tmp_path / "in" / "late.jpg")
     watcher.start()
     try:

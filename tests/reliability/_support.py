@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-TINY = {"model": {"source": "tiny"}, "sampling": {"steps": 2, "resolution": 64}}
+TINY = {"model": {"source": "tiny", "allow_random_weights": True}, "sampling": {"steps": 2, "resolution": 64}}
 
 
 def write_config(path: Path, config: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from jobs import ab as ab_job
 from jobs import nightly
 from pipeline.core.model_sources import MODEL_NAMES
 from pipeline.core.storage import S3Config
-from pipeline.inference import runner
-from pipeline.synthetic.samples import write_sample_set
+from pipeline.inference import checks, runner
+from pipeline.synthetic.samples import parquet_bytes, write_sample_set
 
-from ._corpus import parquet
 from ._support import s3_config, s3fs_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def sample(tmp_path_factory):
 
 def _config(sample, out: str, **overrides) -> dict:
     config = {"run_id": "job-error", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
-              "output_uri": out, "model": {"source": "noop"}}
+              "output_uri": out, "model": {"source": "noop", "allow_random_weights": True}}
     for key, value in overrides.items():
         config[key] = value if not isinstance(value, dict) else {**config.get(key, {}), **value}
     return config
@@ -69,20 +69,20 @@ def test_unreadable_and_missing_manifests(no_gpu_requested, sample, tmp_path, ca
 
 def test_duplicate_ids_and_empty_variant_are_manifest_errors(no_gpu_requested, sample, tmp_path, capsys):
     catalogue = tmp_path / "catalogue.parquet"
-    catalogue.write_bytes(parquet(pa.table({"product_id": ["p1", "p1", "p2"], "image_uri": ["a", "b", "c"]})))
+    catalogue.write_bytes(parquet_bytes(pa.table({"product_id": ["p1", "p1", "p2"], "image_uri": ["a", "b", "c"]})))
     scenes = tmp_path / "scenes.parquet"
-    scenes.write_bytes(parquet(pa.table({"scene_id": ["s", "s"], "image_uri": ["x", "y"], "x0": [0, 0],
-                                         "y0": [0, 0], "x1": [5, 5], "y1": [5, 5]})))
+    scenes.write_bytes(parquet_bytes(pa.table({"scene_id": ["s", "s"], "image_uri": ["x", "y"], "x0": [0, 0],
+                                               "y0": [0, 0], "x1": [5, 5], "y1": [5, 5]})))
     out = tmp_path / "out"
     _fails(tmp_path, capsys, _config(sample, str(out), catalogue_uri=str(catalogue), scenes_uri=str(scenes)),
            "duplicate product_id values: 'p1'", "duplicate scene_id values: 's'")
 
     pairs = tmp_path / "pairs.parquet"
-    pairs.write_bytes(parquet(pa.table({"product_id": [sample.product_ids[0]] * 2,
-                                        "scene_id": [sample.scene_ids[0]] * 2, "variant": ["", "b"]})))
+    pairs.write_bytes(parquet_bytes(pa.table({"product_id": [sample.product_ids[0]] * 2,
+                                              "scene_id": [sample.scene_ids[0]] * 2, "variant": ["", "b"]})))
     _fails(tmp_path, capsys, _config(sample, str(out), pairs_uri=str(pairs)), "'variant' has 1 empty values")
-    pairs.write_bytes(parquet(pa.table({"product_id": [sample.product_ids[0]] * 2,
-                                        "scene_id": [sample.scene_ids[0]] * 2})))
+    pairs.write_bytes(parquet_bytes(pa.table({"product_id": [sample.product_ids[0]] * 2,
+                                              "scene_id": [sample.scene_ids[0]] * 2})))
     _fails(tmp_path, capsys, _config(sample, str(out), pairs_uri=str(pairs)), "duplicate (product_id, scene_id")
     _no_images_local(out)
 
@@ -102,6 +102,24 @@ def test_unreachable_bucket_and_endpoint(no_gpu_requested, sample, s3_server, tm
     # Nothing listens on port 9 of the loopback: connection refused, retried, then a job error.
     closed = {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1", "max_attempts": 2}
     _fails(tmp_path, capsys, _config(sample, "s3://tryall-out/runs", s3=closed), "cannot write to output")
+
+
+def test_production_jobs_need_a_named_trained_model(no_gpu_requested, sample, tmp_path, capsys):
+    """nightly, backfill and ab never fall back to a random model: no source, or a random-weight one, is a job error
+    naming the setting; `model.allow_random_weights: true` lets a random one run."""
+    out = tmp_path / "out"
+    unset = {k: v for k, v in _config(sample, str(out)).items() if k != "model"}
+    _fails(tmp_path, capsys, unset, "model.source is not set")
+    for source in ("tiny", "small", "sd15", "noop"):
+        _fails(tmp_path, capsys, _config(sample, str(out), model={"source": source, "allow_random_weights": False}),
+               f"model.source: '{source}' has random weights", "model.allow_random_weights: true")
+    variants = [{"name": "a", "model": {"source": "demo"}}, {"name": "b", "model": {"source": "tiny"}}]
+    ab = {**unset, "variants": variants}
+    code = ab_job.main(["--config", write_config(tmp_path / "ab.yaml", ab)])
+    err = capsys.readouterr().err
+    assert code == 2 and "variants.b.model.source: 'tiny' has random weights" in err, err
+    assert "variants.b.model.allow_random_weights: true" in err, err
+    _no_images_local(out)
 
 
 def test_missing_checkpoint(no_gpu_requested, sample, s3_server, s3_bucket, tmp_path, capsys):
@@ -152,4 +170,4 @@ def test_checkpoint_with_safetensors_passes_the_check(sample, s3_server, s3_buck
 
     cfg = RunConfig(run_id="r", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri, output_uri="/x",
                     model={"source": f"s3://{s3_bucket}/models/ok"}, s3=S3Config(**s3_config(s3_server)))
-    runner.check_model_source(cfg)
+    checks.check_model_source(cfg)

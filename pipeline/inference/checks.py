@@ -1,0 +1,114 @@
+"""Pre-flight: everything that can stop the whole job is checked before Ray Data starts, so a bad job fails fast
+without requesting a GPU (exit status 2, nothing computed)."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.core.errors import JobError
+from pipeline.core.model_sources import MODEL_NAMES, NOOP_MODEL, PICKLE_SUFFIXES, RANDOM_MODELS, checkpoint_location
+from pipeline.core.provenance import hint_branch_trained, read_provenance
+from pipeline.core.settings import ConfigError
+from pipeline.core.storage import filesystem, storage_options
+from pipeline.inference import record
+from pipeline.inference.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+# Sources whose images are not a trained model's: seeded random weights, or the crop returned unchanged.
+UNTRAINED_SOURCES = (*RANDOM_MODELS, NOOP_MODEL)
+
+
+def _setting(cfg: RunConfig, variant: str, name: str) -> str:
+    """The setting's name as the user writes it: `model.source`, or `variants.<name>.model.source` in an A/B run."""
+    return f"variants.{variant}.{name}" if cfg.variants else name
+
+
+def require_trained_models(cfg: RunConfig) -> None:
+    """A production job (nightly, backfill, ab) computes with a model the user named, never a random one by default:
+    it would record every pair `ok` with noise where the product goes."""
+    for name in cfg.variant_names():
+        model = cfg.for_variant(name).model
+        if model.source is None:
+            raise ConfigError(f"{_setting(cfg, name, 'model.source')} is not set: name a trained checkpoint (a path "
+                              "or s3:// URI), or 'demo'")
+        if model.source in UNTRAINED_SOURCES and not model.allow_random_weights:
+            raise ConfigError(
+                f"{_setting(cfg, name, 'model.source')}: {model.source!r} has random weights (or none), so every "
+                "image would be noise where the product goes; name a trained checkpoint (a path or s3:// URI, or "
+                "'demo'), "
+                f"or set {_setting(cfg, name, 'model.allow_random_weights')}: true to run it anyway"
+            )
+
+
+def check_output_writable(cfg: RunConfig) -> None:
+    """Write config.json now: an unreachable bucket or a missing permission stops the job here, not mid-run."""
+    try:
+        record.write_config(cfg)
+    except Exception as exc:  # noqa: BLE001 - any storage failure here is a job error with its cause
+        raise JobError(f"cannot write to output {cfg.run_uri}: {type(exc).__name__}: {exc}") from None
+
+
+def _refuse_pickle(source: str, found: str) -> JobError:
+    return JobError(
+        f"model.source {source}: {found} is a pickle-format checkpoint, refused (tryall never unpickles files); "
+        "convert it to safetensors, e.g. save_pretrained(..., safe_serialization=True)"
+    )
+
+
+def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
+    """The model must be named, and a checkpoint named by path or URI must exist and hold safetensors weights.
+
+    Pickle-format files (.bin, .ckpt, ...) are refused here as the model package would refuse them in the
+    inference actor: a job error now, not a failed actor after the GPUs were requested.
+    """
+    if cfg.model.source is None:
+        raise ConfigError(f"{setting} is not set: name a trained checkpoint (a path or s3:// URI), or 'demo'")
+    source = checkpoint_location(cfg.model.source)  # a packaged model's files are checked like any checkpoint's
+    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
+        raise _refuse_pickle(source, source)
+    if source in MODEL_NAMES:
+        return
+    try:
+        fs, path = filesystem(source, cfg.s3)
+        found = fs.exists(path)
+        is_dir = found and fs.isdir(path)
+        files = [str(f) for f in fs.find(path)] if is_dir else []
+    except Exception as exc:  # noqa: BLE001
+        raise JobError(f"model.source {source}: cannot be reached: {type(exc).__name__}: {exc}") from None
+    if not found:
+        named = "" if "/" in source or "://" in source else f" and it is not a model name ({', '.join(MODEL_NAMES)})"
+        raise JobError(f"model.source {source}: no checkpoint there{named}")
+    if is_dir and not any(f.endswith(".safetensors") for f in files):
+        pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise _refuse_pickle(source, pickles[0])
+        raise JobError(f"model.source {source}: no safetensors weights under it (is it a checkpoint directory?)")
+
+
+def model_records(cfg: RunConfig) -> dict[str, dict]:
+    """Per variant: the model source, which of its parts were trained and whether its hint branch was, from dtc.json.
+
+    A model whose hint branch was never trained is its base network (Paint-by-Example, or random weights), not DTC:
+    the summary says so, and so does the log before the run starts.
+    """
+    records = {}
+    for name in cfg.variant_names():
+        source = cfg.for_variant(name).model.source
+        provenance = read_provenance(source, storage_options(source, cfg.s3))
+        trained = hint_branch_trained(provenance)
+        if not trained:
+            log.warning("variant %s: model %s has an untrained hint branch (zero FiLM): it is its base network, "
+                        "not a trained DTC", name, source)
+        # provenance None: a named model (seeded random weights, or noop), never trained.
+        records[name] = {"source": source, "hint_branch_trained": trained, "provenance": provenance}
+    return records
+
+
+def preflight(cfg: RunConfig) -> dict[str, dict]:
+    """Every variant's model, then the output location; returns the variants' model records for the summary."""
+    for name in cfg.variant_names():
+        check_model_source(cfg.for_variant(name), _setting(cfg, name, "model.source"))
+    models = model_records(cfg)
+    check_output_writable(cfg)
+    return models
