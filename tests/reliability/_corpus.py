@@ -7,17 +7,16 @@ scene, a bad scene or mask with a good product, so each pair has exactly one thi
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
+import random
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pipeline.core.storage import S3Config, join, write_bytes
+from pipeline.synthetic.images import ellipse_mask, encode, exif_with_orientation, photo, png_header_only
+from pipeline.synthetic.samples import draw_product, parquet_bytes
 
 SCENE_SIZE = (160, 120)  # (W, H) of the good scenes
 GOOD_BOX = ("40", "30", "110", "100")
@@ -49,40 +48,13 @@ class Corpus:
 # ------------------------------------------------------------------------------------------------------ images
 
 
-def encode(img: Image.Image, fmt: str, **options) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **options)
-    return buf.getvalue()
-
-
-def photo(size: tuple[int, int], seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(2, size[1] // 16), max(2, size[0] // 16), 3), dtype=np.uint8)
-    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
-
-
 def product(size: tuple[int, int] = (200, 240)) -> Image.Image:
-    img = Image.new("RGB", size, "white")
-    w, h = size
-    ImageDraw.Draw(img).ellipse([w // 10, h // 8, w - w // 10, h - h // 8], fill=(180, 40, 60))
-    return img
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with a tiny IDAT: decoding it would need a huge buffer."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * 16))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+    """The same vase on white at every call."""
+    return draw_product("vase", random.Random(0), size)
 
 
 def with_orientation(img: Image.Image, orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(img, "JPEG", quality=92, exif=exif)
+    return encode(img, "JPEG", quality=92, exif=exif_with_orientation(orientation))
 
 
 def sixteen_bit(img: Image.Image) -> bytes:
@@ -103,8 +75,7 @@ def animated_gif(img: Image.Image) -> bytes:
 def mask(size: tuple[int, int], fill: int | None = None, mode: str = "L") -> bytes:
     if fill is not None:
         return encode(Image.new("L", size, fill), "PNG")
-    img = Image.new("L", size, 0)
-    ImageDraw.Draw(img).ellipse([size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4], fill=255)
+    img = ellipse_mask((size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4), size)
     if mode == "I;16":
         return encode(Image.fromarray(np.asarray(img).astype(np.uint16) * 257), "PNG")
     return encode(img.convert(mode), "PNG")
@@ -116,10 +87,10 @@ def mask(size: tuple[int, int], fill: int | None = None, mode: str = "L") -> byt
 def write_corpus(root: str, s3: S3Config | None = None) -> Corpus:
     """Write the corpus's files and manifests under `root`; returns the manifests' URIs and the cases."""
     files: dict[str, bytes] = {}
-    scene = photo(SCENE_SIZE, seed=1)
+    scene = photo(*SCENE_SIZE, seed=1)
     good_jpeg = encode(product(), "JPEG", quality=92)
     scene_jpeg = encode(scene, "JPEG", quality=92)
-    rotated = photo(SCENE_SIZE, seed=2)  # stored 160x120; with EXIF orientation 6 the upright scene is 120x160
+    rotated = photo(*SCENE_SIZE, seed=2)  # stored 160x120; with EXIF orientation 6 the upright scene is 120x160
 
     catalogue: list[dict] = []
     scenes: list[dict] = []
@@ -244,20 +215,14 @@ def write_corpus(root: str, s3: S3Config | None = None) -> Corpus:
     for uri, data in files.items():
         write_bytes(uri, data, s3)
     catalogue_uri, scenes_uri, pairs_uri = (join(root, f"{n}.parquet") for n in ("catalogue", "scenes", "pairs"))
-    write_bytes(catalogue_uri, parquet(pa.Table.from_pylist(catalogue)), s3)
+    write_bytes(catalogue_uri, parquet_bytes(pa.Table.from_pylist(catalogue)), s3)
     scene_schema = pa.schema([("scene_id", pa.string()), ("image_uri", pa.string()), ("mask_uri", pa.string()),
                               *((c, pa.string()) for c in ("x0", "y0", "x1", "y1")), ("category", pa.string())])
-    write_bytes(scenes_uri, parquet(pa.Table.from_pylist(scenes, schema=scene_schema)), s3)
+    write_bytes(scenes_uri, parquet_bytes(pa.Table.from_pylist(scenes, schema=scene_schema)), s3)
     pairs = pa.table({
         "product_id": [c.product_id for c in cases],
         "scene_id": [c.scene_id for c in cases],
         "variant": pa.array([c.variant for c in cases], pa.string()),
     })
-    write_bytes(pairs_uri, parquet(pairs), s3)
+    write_bytes(pairs_uri, parquet_bytes(pairs), s3)
     return Corpus(catalogue_uri, scenes_uri, pairs_uri, cases)
-
-
-def parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()

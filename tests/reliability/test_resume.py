@@ -22,9 +22,8 @@ import pytest
 
 from jobs import nightly
 from pipeline.core.storage import S3Config
-from pipeline.synthetic.samples import write_sample_set
+from pipeline.synthetic.samples import parquet_bytes, write_sample_set
 
-from ._corpus import parquet
 from ._s3proxy import FlakyS3Proxy
 from ._support import TINY, accounting, part_files, read_json, read_rows, s3_config, s3fs_for, write_config
 
@@ -50,7 +49,7 @@ def _resume(stack, ray_local, s3_server, s3_bucket, tmp_path):
     catalogue = pq.read_table(sample.catalogue_uri.removeprefix("s3://"), filesystem=fs).to_pylist()
     late_uri = f"s3://{s3_bucket}/inputs/products/late.jpg"
     catalogue.append({"product_id": "late", "image_uri": late_uri, "category": "decor"})
-    fs.pipe(sample.catalogue_uri, parquet(pa.Table.from_pylist(catalogue)))
+    fs.pipe(sample.catalogue_uri, parquet_bytes(pa.Table.from_pylist(catalogue)))
     total = len(catalogue) * len(sample.scene_ids)
     expected = {(r["product_id"], s, "default") for r in catalogue for s in sample.scene_ids}
 

@@ -23,9 +23,8 @@ import pytest
 
 from jobs import nightly
 from pipeline.core.storage import S3Config
-from pipeline.synthetic.samples import write_sample_set
+from pipeline.synthetic.samples import parquet_bytes, write_sample_set
 
-from ._corpus import parquet
 from ._support import s3_config, s3fs_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -45,7 +44,7 @@ def test_credentials_never_logged_or_written(s3_server, s3_bucket, tmp_path):
     catalogue = pq.read_table(sample.catalogue_uri.removeprefix("s3://"), filesystem=fs).to_pylist()
     catalogue.append({"product_id": "gone", "image_uri": f"s3://{s3_bucket}/inputs/gone.jpg", "category": "decor"})
     catalogue.append({"product_id": "forbidden", "image_uri": "s3://another-bucket/x.jpg", "category": "decor"})
-    fs.pipe(sample.catalogue_uri, parquet(pa.Table.from_pylist(catalogue)))
+    fs.pipe(sample.catalogue_uri, parquet_bytes(pa.Table.from_pylist(catalogue)))
     config = {
         "run_id": "secrets", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
         "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"}, "model": {"source": "noop"},
@@ -87,7 +86,7 @@ def test_hostile_ids_stay_inside_the_run_folder_on_disk(ray_local, tmp_path):
     image = catalogue[0]["image_uri"]
     hostile = ["../../../escaped", "..", ".", "/etc/passwd", "a/../../b", "~root", "..\\..\\win", "%2e%2e",
                "é" * 100]  # the last escapes to 600 characters: too long for one file name
-    (tmp_path / "in" / "catalogue.parquet").write_bytes(parquet(pa.Table.from_pylist(
+    (tmp_path / "in" / "catalogue.parquet").write_bytes(parquet_bytes(pa.Table.from_pylist(
         [{"product_id": pid, "image_uri": image, "category": catalogue[0]["category"]} for pid in hostile])))
     out = tmp_path / "deep" / "out"
     config = {"run_id": "hostile", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
