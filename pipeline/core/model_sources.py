@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.weights import PICKLE_SUFFIXES  # noqa: F401 - the inference runner imports it from here
+
 # The stages' no-op model: returns the scene crop unchanged (measures the framework's own cost).
 NOOP_MODEL = "noop"
 # Named configurations built with seeded random weights (pipeline.model.configs.NAMED_CONFIGS is keyed by these).
@@ -25,8 +27,6 @@ def checkpoint_location(source: str) -> str:
     packaged = PACKAGED_MODELS.get(source)
     return str(packaged) if packaged is not None else source
 
-# Pickle-format checkpoint files, refused everywhere: tryall never unpickles a file.
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 # The node-local model cache directory; infra/ sets it on every node.
 MODEL_CACHE_ENV = "TRYALL_MODEL_CACHE_DIR"

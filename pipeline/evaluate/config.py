@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.core.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
+from pipeline.core.model_sources import MODEL_CACHE_ENV
 from pipeline.core.settings import Dtype, JobSettings, Section
 from pipeline.core.storage import S3Config
+from pipeline.core.weights import is_pickle, pickle_refused
 
 
 class EncodersConfig(Section):
@@ -33,20 +34,11 @@ class EncodersConfig(Section):
         default_factory=lambda: os.environ.get(MODEL_CACHE_ENV) or None,
         description="node-local cache for s3:// weights; default from TRYALL_MODEL_CACHE_DIR")
 
-    @field_validator("clip", "dinov2")
+    @field_validator("clip", "dinov2", "inception")
     @classmethod
     def _no_pickle(cls, value: str | None) -> str | None:
-        if value is not None and value.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
-            raise ValueError("pickle-format weights are refused (tryall never unpickles files); save the encoder with "
-                             "save_pretrained(..., safe_serialization=True) and give its folder")
-        return value
-
-    @field_validator("inception")
-    @classmethod
-    def _no_pickled_inception(cls, value: str | None) -> str | None:
-        if value is not None and value.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
-            raise ValueError("pickle-format weights are refused (tryall never unpickles files); convert pytorch-fid's "
-                             ".pth to a .safetensors file outside tryall (README, Evaluation) and give that")
+        if value is not None and is_pickle(value):
+            raise ValueError(str(pickle_refused(value)))
         return value
 
     @model_validator(mode="after")

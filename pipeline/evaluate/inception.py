@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.core.weights import CheckpointError, is_pickle, pickle_refused
 from pipeline.evaluate.weights import INCEPTION_SIZE
 from pipeline.model.build import cast, seeded
-from pipeline.model.checkpoint import is_pickle_file, read_state_dict, refuse_pickle
-from pipeline.model.errors import CheckpointError
+from pipeline.model.checkpoint import read_safetensors
 
 FEATURES = 2048
 WEIGHTS_FILE = "model.safetensors"
@@ -226,8 +226,8 @@ def random_fid_inception() -> FIDInception:
 
 def weights_file(path: Path) -> Path:
     """The safetensors file at `path`: the file itself, or a folder's model.safetensors (or its only .safetensors)."""
-    if is_pickle_file(path):
-        raise refuse_pickle(path)
+    if is_pickle(path):
+        raise pickle_refused(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(f"{path}: the FID Inception's weights must be a .safetensors file")
@@ -240,9 +240,9 @@ def weights_file(path: Path) -> Path:
     found = sorted(path.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
-    pickles = sorted(p for p in path.iterdir() if is_pickle_file(p))
+    pickles = sorted(p for p in path.iterdir() if is_pickle(p))
     if not found and pickles:
-        raise refuse_pickle(pickles[0])
+        raise pickle_refused(pickles[0])
     raise CheckpointError(f"{path}: expected {WEIGHTS_FILE} (or a single .safetensors file), found "
                           f"{[p.name for p in found] or 'none'}")
 
@@ -268,6 +268,6 @@ def load_fid_inception(path: Path, *, device: torch.device, dtype: torch.dtype =
     """The FID Inception with the weights at `path` (a local .safetensors file or a folder holding one)."""
     file = weights_file(path)
     model = FIDInception()
-    state = checked_state_dict(read_state_dict([file], torch.device("cpu")), model, str(file))
+    state = checked_state_dict(read_safetensors(file, torch.device("cpu")), model, str(file))
     model.load_state_dict(state, strict=False)  # strictness checked above; only the optional counters may be absent
     return cast(model, device=device, dtype=dtype).eval().requires_grad_(False)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.core.errors import JobError, PairError
-from pipeline.core.model_sources import PICKLE_SUFFIXES
-from pipeline.core.storage import S3Config, filesystem, join, read_bytes
+from pipeline.core.storage import S3Config, join, read_bytes
+from pipeline.core.weights import SAFETENSORS_SUFFIX, check_weights_location
 
 EncoderKind = Literal["clip", "dinov2", "inception"]
 RANDOM_ENCODER = "tiny"
@@ -77,34 +77,20 @@ def check_inception_source(source: str, s3: S3Config | None) -> Preprocessing:
     """A local .safetensors file, or a folder (local or remote) holding model.safetensors (or a single .safetensors
     file), whose header reads; the keys are checked strictly where the weights load (pipeline.evaluate.inception)."""
     where = f"encoders.inception {source}"
-    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
-        raise JobError(f"{where}: pickle-format weights are refused (tryall never unpickles files); convert them to "
-                       "safetensors first (README, Evaluation)")
-    try:
-        fs, path = filesystem(source, s3)
-        if fs.isfile(path):
-            if "://" in source and not source.startswith("file://"):
-                # The node-local model cache (pipeline.model.cache) fetches folders, not single objects.
-                raise JobError(f"{where}: a remote source is a folder holding model.safetensors, not the file itself")
-            files = [path]
-        else:
-            files = [str(f["name"]) for f in fs.ls(path, detail=True) if f.get("type") == "file"] \
-                if fs.isdir(path) else []
-    except JobError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any storage failure here is a job error with its cause
-        raise JobError(f"{where}: cannot be reached: {type(exc).__name__}: {exc}") from None
-    weights = [f for f in files if f.endswith(".safetensors")]
+    location = check_weights_location(
+        source, s3, where=where, what="weights", missing_hint=" (expected a .safetensors file or a folder holding "
+        "model.safetensors)")
+    if not location.is_dir and "://" in source and not source.startswith("file://"):
+        # The node-local model cache (pipeline.model.cache) fetches folders, not single objects.
+        raise JobError(f"{where}: a remote source is a folder holding model.safetensors, not the file itself")
+    # The loader reads the folder's own files, not its subfolders'.
+    top = location.path.rstrip("/")
+    files = [f for f in location.files if f.rpartition("/")[0] == top] if location.is_dir else [location.path]
+    weights = [f for f in files if f.endswith(SAFETENSORS_SUFFIX)]
     named = [f for f in weights if f.rpartition("/")[2] == "model.safetensors"]
     if len(named) == 1 or len(weights) == 1:
-        _safetensors_header(fs, (named or weights)[0], where)
+        _safetensors_header(location.fs, (named or weights)[0], where)
         return INCEPTION
-    pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
-    if not weights and pickles:
-        raise JobError(f"{where}: {pickles[0]} is a pickle-format file, refused (tryall never unpickles files); "
-                       "convert it to safetensors first (README, Evaluation)")
-    if not files:
-        raise JobError(f"{where}: nothing there (expected a .safetensors file or a folder holding model.safetensors)")
     raise JobError(f"{where}: expected one .safetensors file (model.safetensors), found {len(weights)}")
 
 
@@ -116,21 +102,9 @@ def check_source(kind: EncoderKind, source: str, s3: S3Config | None) -> Preproc
     if source == RANDOM_ENCODER:
         return preprocessing_of(kind, {"image_size": TINY_CLIP_SIZE}, None)
     where = f"encoders.{kind} {source}"
-    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
-        raise JobError(f"{where}: pickle-format weights are refused (tryall never unpickles files)")
-    try:
-        fs, path = filesystem(source, s3)
-        files = [str(f) for f in fs.find(path)] if fs.isdir(path) else []
-    except Exception as exc:  # noqa: BLE001 - any storage failure here is a job error with its cause
-        raise JobError(f"{where}: cannot be reached: {type(exc).__name__}: {exc}") from None
-    if not files:
-        raise JobError(f"{where}: no encoder folder there (expected config.json and model.safetensors)")
-    if not any(f.endswith(".safetensors") for f in files):
-        pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
-        if pickles:
-            raise JobError(f"{where}: {pickles[0]} is a pickle-format checkpoint, refused (tryall never unpickles "
-                           "files); convert it with save_pretrained(..., safe_serialization=True)")
-        raise JobError(f"{where}: no safetensors weights in it")
+    expected = " (expected config.json and model.safetensors)"
+    if not check_weights_location(source, s3, where=where, what="encoder folder", missing_hint=expected).is_dir:
+        raise JobError(f"{where}: not a folder{expected}")
     config = _json_at(join(source, "config.json"), s3, source)
     if config is None:
         raise JobError(f"{where}: no readable config.json (a folder as transformers' save_pretrained writes it)")

@@ -21,7 +21,8 @@ from typing import Any
 import fsspec
 from filelock import FileLock
 
-from pipeline.core.model_sources import MODEL_CACHE_ENV, PICKLE_SUFFIXES
+from pipeline.core.model_sources import MODEL_CACHE_ENV
+from pipeline.core.weights import SAFETENSORS_SUFFIX, is_pickle, pickle_refused
 
 from .errors import CheckpointError
 
@@ -73,11 +74,12 @@ def fetch(uri: str, *, cache_dir: str | Path | None = None, storage_options: dic
     """
     fs, root = fsspec.url_to_fs(uri, **(storage_options or {}))
     files = _listing(fs, root, uri)
-    pickles = sorted(rel for rel in files if rel.lower().endswith(PICKLE_SUFFIXES))
+    pickles = sorted(rel for rel in files if is_pickle(rel))
     wanted = {rel: info for rel, info in files.items() if rel not in pickles}
-    if not any(rel.endswith(".safetensors") for rel in wanted):
-        named = f" (found pickle-format {pickles[0]}, refused: tryall never unpickles files)" if pickles else ""
-        raise CheckpointError(f"{uri}: no safetensors weights{named}")
+    if not any(rel.endswith(SAFETENSORS_SUFFIX) for rel in wanted):
+        if pickles:
+            raise pickle_refused(f"{uri.rstrip('/')}/{pickles[0]}")
+        raise CheckpointError(f"{uri}: no safetensors weights")
     signature = json.dumps(sorted((rel, info.get("size"), _version_tag(info)) for rel, info in wanted.items()))
     key = hashlib.sha256(f"{uri}\n{signature}".encode()).hexdigest()[:24]
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -41,7 +41,6 @@ from torch import nn
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, CLIPVisionConfig, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
 
-from pipeline.core.model_sources import PICKLE_SUFFIXES
 from pipeline.core.provenance import (
     INDEX_FILE,
     check_provenance,
@@ -49,6 +48,7 @@ from pipeline.core.provenance import (
     sd_inpaint_provenance,
     unrecorded_provenance,
 )
+from pipeline.core.weights import is_pickle, pickle_refused
 
 from .build import DEFAULT_SEED, assemble, cast, dinov2_image_processor, seeded
 from .configs import SD15, SD_SCHEDULER_CONFIG
@@ -78,17 +78,6 @@ IMAGE_PROCESSORS: dict[str, type[BaseImageProcessor]] = {
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
-
-
-def is_pickle_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(PICKLE_SUFFIXES)
-
-
-def refuse_pickle(path: str | Path) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: pickle-format weights are refused (tryall never unpickles files; save the model with safetensors, "
-        "e.g. save_pretrained(..., safe_serialization=True))"
-    )
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -139,21 +128,22 @@ def weight_files(folder: Path, stem: str) -> list[Path]:
         if files:
             return files
     single = folder / f"{stem}.safetensors"
-    pickles = sorted(p for p in folder.iterdir() if is_pickle_file(p)) if folder.is_dir() else []
+    pickles = sorted(p for p in folder.iterdir() if is_pickle(p)) if folder.is_dir() else []
     if pickles:
-        raise refuse_pickle(pickles[0])
+        raise pickle_refused(pickles[0])
     raise CheckpointError(f"missing file {single}")
 
 
+def read_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors of one safetensors file, read straight onto `device`; an unreadable file is named in the error."""
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from exc
+
+
 def read_state_dict(files: list[Path], device: torch.device) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors files, read straight onto `device`; an unreadable file is named in the error."""
-    state: dict[str, torch.Tensor] = {}
-    for path in files:
-        try:
-            state.update(load_file(str(path), device=str(device)))
-        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from exc
-    return state
+    return {k: v for path in files for k, v in read_safetensors(path, device).items()}
 
 
 def _has_non_persistent_buffers(module: nn.Module) -> bool:

@@ -10,16 +10,15 @@ import fsspec
 import torch
 
 from pipeline.core.model_sources import PACKAGED_MODELS
+from pipeline.core.weights import is_pickle, pickle_refused
 
 from .build import build_random
 from .cache import fetch
 from .checkpoint import (
     INDEX_FILE,
     build_from_paint_by_example,
-    is_pickle_file,
     load_checkpoint,
     read_json,
-    refuse_pickle,
 )
 from .configs import NAMED_CONFIGS
 from .device import resolve_dtype, select_device
@@ -47,9 +46,9 @@ def local_path(source: str, *, cache_dir: str | None, storage_options: dict[str,
 
 def load_local(path: Path, *, device: torch.device, dtype: torch.dtype, model_id: str) -> DTC:
     """A DTC from a local directory: a DTC checkpoint (dtc.json) or a Paint-by-Example pipeline (model_index.json)."""
+    if is_pickle(path):
+        raise pickle_refused(path)
     if path.is_file():
-        if is_pickle_file(path):
-            raise refuse_pickle(path)
         raise CheckpointError(f"{path} is a file; a DTC checkpoint is a directory with {INDEX_FILE}")
     if not path.is_dir():
         raise CheckpointError(

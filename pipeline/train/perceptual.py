@@ -10,13 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from pipeline.model.checkpoint import is_pickle_file, refuse_pickle
+from pipeline.core.weights import CheckpointError, is_pickle, pickle_refused
+from pipeline.model.checkpoint import read_safetensors
 from pipeline.model.configs import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.model.errors import CheckpointError
 
 # torchvision's vgg16().features up to relu3_3: (out channels) per conv, "M" for max-pool.
 _LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256)
@@ -38,14 +36,11 @@ def vgg_features() -> nn.Sequential:
 def read_vgg_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The `features` tensors of a VGG16 safetensors file (keys `features.N.*` or `N.*`); later layers are ignored."""
     path = Path(path)
-    if is_pickle_file(path):
-        raise refuse_pickle(path)
+    if is_pickle(path):
+        raise pickle_refused(path)
     if not path.is_file():
         raise CheckpointError(f"VGG weights {path} do not exist")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"cannot read VGG weights {path} as safetensors: {exc}") from exc
+    state = read_safetensors(path, torch.device("cpu"))
     wanted = vgg_features().state_dict().keys()
     found = {k.removeprefix("features."): v for k, v in state.items()}
     missing = [k for k in wanted if k not in found]

@@ -80,11 +80,11 @@ def test_pickle_files_refused(tiny_checkpoint, tmp_path):
     ckpt = _copy(tiny_checkpoint, tmp_path)
     weights = ckpt / "unet" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_suffix(".bin"))
-    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model\.bin: pickle-format weights are refused"):
+    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model\.bin is a pickle-format checkpoint, refused"):
         load_dtc(str(ckpt), device=CPU)
     single = tmp_path / "model.ckpt"
     single.write_bytes(b"\x80\x04not really a pickle")
-    with pytest.raises(CheckpointError, match=r"model\.ckpt: pickle-format"):
+    with pytest.raises(CheckpointError, match=r"model\.ckpt is a pickle-format"):
         load_dtc(str(single), device=CPU)
 
 
@@ -193,8 +193,7 @@ def test_legacy_feature_extractor_config(tmp_path):
 
 def test_the_driver_knows_every_model_name():
     """The driver checks model.source without importing torch, from its own list of names: keep it complete."""
-    from pipeline.core.model_sources import PACKAGED_MODELS
-    from pipeline.inference.runner import MODEL_NAMES
+    from pipeline.core.model_sources import MODEL_NAMES, PACKAGED_MODELS
     from pipeline.model.configs import NAMED_CONFIGS
 
     assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS, *PACKAGED_MODELS}

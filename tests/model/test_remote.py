@@ -124,7 +124,7 @@ def test_remote_pickles_and_missing_checkpoints_refused(s3_store, tmp_path):
     bucket, options = s3_store
     s3fs.S3FileSystem(**options).pipe_file(f"{bucket}/pickled/model.ckpt", b"\x80\x04pickle")
     cpu = torch.device("cpu")
-    with pytest.raises(CheckpointError, match=r"no safetensors weights \(found pickle-format model\.ckpt, refused"):
+    with pytest.raises(CheckpointError, match=r"pickled/model\.ckpt is a pickle-format checkpoint, refused"):
         load_dtc(f"s3://{bucket}/pickled", device=cpu, cache_dir=str(tmp_path), storage_options=options)
     with pytest.raises(CheckpointError, match=f"checkpoint not found: s3://{bucket}/absent"):
         load_dtc(f"s3://{bucket}/absent", device=cpu, cache_dir=str(tmp_path), storage_options=options)
