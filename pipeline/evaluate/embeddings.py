@@ -23,7 +23,7 @@ from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.crops import region_crop, whole_image
 from pipeline.evaluate.weights import Preprocessing
 from pipeline.imaging.decode import decode_image
-from pipeline.inference.preprocess import build_region
+from pipeline.imaging.masks import build_region
 
 log = logging.getLogger(__name__)
 

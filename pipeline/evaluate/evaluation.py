@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import FETCH_MISSING, JobError
+from pipeline.core.manifest_tables import BOX_COLUMNS
 from pipeline.core.storage import filesystem, join, write_bytes
 from pipeline.evaluate.ab import PairedDifference, format_table, paired_difference
 from pipeline.evaluate.config import EvalConfig
@@ -29,7 +30,6 @@ from pipeline.evaluate.embeddings import ITEM_SCHEMA, Embeddings, embed_items
 from pipeline.evaluate.metrics import cosine_score, frechet_metric, kid_metric
 from pipeline.evaluate.run_folder import FinishedRun, open_run
 from pipeline.evaluate.weights import Preprocessing, check_source, describe
-from pipeline.inference.manifests import BOX_COLUMNS
 
 log = logging.getLogger(__name__)
 

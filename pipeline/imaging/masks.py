@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from pipeline.core.errors import INVALID_BOX, MASK_EMPTY, MASK_OUT_OF_BOUNDS, PairError
+from pipeline.imaging.decode import decode_mask_image
 from pipeline.imaging.geometry import Box, intersect
 
 _THRESHOLD_LUT = [0] + [255] * 255  # any non-zero value -> 255
@@ -309,3 +310,18 @@ def feathered_alpha(mask: Image.Image, *, dilate_px: int, feather_px: int) -> Im
         raise ValueError(f"need 0 <= feather_px <= dilate_px, got {feather_px} and {dilate_px}")
     core = dilate(mask, dilate_px - feather_px)
     return core.filter(ImageFilter.BoxBlur(feather_px)) if feather_px else core
+
+
+def build_region(size: tuple[int, int], *, mask_bytes: bytes | None, box: object, max_pixels: int) -> Region:
+    """The region to fill on the upright scene of `size`, from exactly one of a mask image and a box.
+
+    Neither or both is `invalid_box`: the scene row does not say unambiguously what to fill.
+    """
+    if (mask_bytes is None) == (box is None):
+        which = "neither" if mask_bytes is None else "both"
+        raise PairError(
+            INVALID_BOX, f"a scene needs exactly one of mask_uri and a box (x0, y0, x1, y1); this one has {which}"
+        )
+    if box is not None:
+        return Region.from_box(box, size)
+    return Region.from_mask(decode_mask_image(mask_bytes, size=size, max_pixels=max_pixels))

@@ -14,20 +14,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from pipeline.core.errors import JobError
+from pipeline.core.manifest_tables import (
+    BOX_COLUMNS,
+    MAX_LISTED,
+    Column,
+    ManifestError,
+    check_columns,
+    check_table,
+    contract_columns,
+    listed,
+    null_or_empty,
+    read_manifest,
+)
 from pipeline.core.storage import S3Config, filesystem
 from pipeline.inference.key_sets import digests, repeated
 from pipeline.inference.keys import DEFAULT_VARIANT
 
-BOX_COLUMNS = ("x0", "y0", "x1", "y1")
-MAX_LISTED = 5  # examples shown per problem
 PAIRS_BATCH_ROWS = 65_536  # pairs-manifest rows checked at a time
-
-
-class ManifestError(JobError):
-    """One or more manifests are unusable; the message lists every problem found."""
 
 
 @dataclass(frozen=True)
@@ -38,125 +42,25 @@ class Manifests:
     pairs_uri: str | None = None  # the checked pairs manifest, read in chunks by the planning stage
 
 
-@dataclass(frozen=True)
-class _Column:
-    name: str
-    kinds: tuple[str, ...]  # "string", "integer", "number" (int or float) or "box" (number or string)
-    required: bool
-
-
 _CATALOGUE = (
-    _Column("product_id", ("string",), True),
-    _Column("image_uri", ("string",), True),
-    _Column("category", ("string",), False),
-    _Column("updated_at", ("timestamp", "string", "integer"), False),
+    Column("product_id", ("string",), True),
+    Column("image_uri", ("string",), True),
+    Column("category", ("string",), False),
+    Column("updated_at", ("timestamp", "string", "integer"), False),
 )
 _SCENES = (
-    _Column("scene_id", ("string",), True),
-    _Column("image_uri", ("string",), True),
-    _Column("mask_uri", ("string",), False),
-    *(_Column(c, ("number", "string"), False) for c in BOX_COLUMNS),
-    _Column("category", ("string",), False),
+    Column("scene_id", ("string",), True),
+    Column("image_uri", ("string",), True),
+    Column("mask_uri", ("string",), False),
+    *(Column(c, ("number", "string"), False) for c in BOX_COLUMNS),
+    Column("category", ("string",), False),
 )
 _PAIRS = (
-    _Column("product_id", ("string",), True),
-    _Column("scene_id", ("string",), True),
-    _Column("variant", ("string",), False),
-    _Column("seed", ("integer",), False),
+    Column("product_id", ("string",), True),
+    Column("scene_id", ("string",), True),
+    Column("variant", ("string",), False),
+    Column("seed", ("integer",), False),
 )
-
-
-def _kind_ok(dtype: pa.DataType, kinds: tuple[str, ...]) -> bool:
-    checks = {
-        "string": pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype),
-        "integer": pa.types.is_integer(dtype) or pa.types.is_null(dtype),
-        "number": pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype),
-        "timestamp": pa.types.is_timestamp(dtype) or pa.types.is_date(dtype),
-    }
-    return any(checks[k] for k in kinds)
-
-
-def _examples(values: list, total: int | None = None) -> str:
-    """The first MAX_LISTED of `values`, and how many more there are of `total` (default: len(values))."""
-    total = len(values) if total is None else total
-    shown = values[:MAX_LISTED]
-    return ", ".join(repr(v) for v in shown) + (f" and {total - len(shown)} more" if total > len(shown) else "")
-
-
-def _read(name: str, uri: str, s3: S3Config | None, problems: list[str]) -> pa.Table | None:
-    try:
-        fs, path = filesystem(uri, s3)
-        return pq.read_table(path, filesystem=fs)
-    except FileNotFoundError:
-        problems.append(f"{name} manifest {uri}: does not exist")
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        problems.append(f"{name} manifest {uri}: cannot be read as Parquet ({type(exc).__name__}: {exc})")
-    return None
-
-
-def _check_columns(name: str, schema: pa.Schema, columns: tuple[_Column, ...], problems: list[str]) -> list[str]:
-    """The contract's columns are present (the required ones) and of the expected types; returns the problem-free
-    required columns, or [] after any problem."""
-    ok, usable = True, []
-    for col in columns:
-        if col.name not in schema.names:
-            if col.required:
-                problems.append(f"{name} manifest: required column '{col.name}' is missing")
-                ok = False
-            continue
-        dtype = schema.field(col.name).type
-        if not _kind_ok(dtype, col.kinds):
-            expected = " or ".join(col.kinds)
-            problems.append(f"{name} manifest: column '{col.name}' has type {dtype}, expected {expected}")
-            ok = False
-        elif col.required:
-            usable.append(col.name)
-    return usable if ok else []
-
-
-def _null_or_empty(table: pa.Table, column: str) -> int:
-    values = table.column(column)
-    return values.null_count + (pc.sum(pc.equal(pc.utf8_length(values), 0)).as_py() or 0)
-
-
-def _check(name: str, table: pa.Table, columns: tuple[_Column, ...], id_column: str, problems: list[str]) -> bool:
-    """Column presence and types, nulls in required columns, emptiness and duplicate ids."""
-    ok = table.num_rows > 0
-    if not ok:
-        problems.append(f"{name} manifest: is empty (no rows)")
-    usable = _check_columns(name, table.schema, columns, problems)
-    if not usable:
-        return False
-    for column in usable:
-        bad = _null_or_empty(table, column)
-        if bad:
-            problems.append(f"{name} manifest: column '{column}' has {bad} null or empty values")
-            ok = False
-    if ok and id_column:
-        counts = pc.value_counts(table.column(id_column)).to_pylist()
-        dupes = sorted(c["values"] for c in counts if c["counts"] > 1)
-        if dupes:
-            problems.append(f"{name} manifest: {len(dupes)} duplicate {id_column} values: {_examples(dupes)}")
-            ok = False
-    return ok
-
-
-def _with_columns(table: pa.Table, columns: tuple[_Column, ...]) -> pa.Table:
-    """Only the contract's columns, each present (absent optional ones as nulls of the expected type)."""
-    arrays, names = [], []
-    for col in columns:
-        if col.name in table.column_names:
-            arr = table.column(col.name)
-            if col.kinds[0] == "string" and not pa.types.is_string(arr.type):
-                arr = arr.cast(pa.string())
-        else:
-            default_type = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}.get(
-                col.kinds[0], pa.string()
-            )
-            arr = pa.nulls(table.num_rows, default_type)
-        arrays.append(arr)
-        names.append(col.name)
-    return pa.table(arrays, names=names)
 
 
 def without_region(table: pa.Table) -> pa.ChunkedArray:
@@ -173,7 +77,7 @@ def _check_scene_regions(scenes: pa.Table, problems: list[str]) -> None:
     if missing:
         problems.append(
             f"scenes manifest: {len(missing)} scenes have neither mask_uri nor a full x0,y0,x1,y1 box: "
-            f"{_examples(missing)}"
+            f"{listed(missing)}"
         )
 
 
@@ -186,14 +90,14 @@ def load_manifests(
     `variants`: the run's configured variant names; a pairs manifest naming another is a problem too.
     """
     problems: list[str] = []
-    raw_catalogue = _read("catalogue", catalogue_uri, s3, problems)
-    raw_scenes = _read("scenes", scenes_uri, s3, problems)
+    raw_catalogue = read_manifest("catalogue", catalogue_uri, s3, problems)
+    raw_scenes = read_manifest("scenes", scenes_uri, s3, problems)
 
     catalogue = scenes = None
-    if raw_catalogue is not None and _check("catalogue", raw_catalogue, _CATALOGUE, "product_id", problems):
-        catalogue = _with_columns(raw_catalogue, _CATALOGUE)
-    if raw_scenes is not None and _check("scenes", raw_scenes, _SCENES, "scene_id", problems):
-        scenes = _with_columns(raw_scenes, _SCENES)
+    if raw_catalogue is not None and check_table("catalogue", raw_catalogue, _CATALOGUE, "product_id", problems):
+        catalogue = contract_columns(raw_catalogue, _CATALOGUE)
+    if raw_scenes is not None and check_table("scenes", raw_scenes, _SCENES, "scene_id", problems):
+        scenes = contract_columns(raw_scenes, _SCENES)
         _check_scene_regions(scenes, problems)
     if pairs_uri:
         _check_pairs_manifest(pairs_uri, s3, catalogue, scenes, variants, problems)
@@ -206,7 +110,7 @@ def load_manifests(
 
 def pairs_columns(table: pa.Table) -> pa.Table:
     """Pairs-manifest rows as the contract's columns, a null variant read as `default`."""
-    pairs = _with_columns(table, _PAIRS)
+    pairs = contract_columns(table, _PAIRS)
     return pairs.set_column(pairs.column_names.index("variant"), "variant",
                             pc.fill_null(pairs.column("variant"), DEFAULT_VARIANT))
 
@@ -227,7 +131,7 @@ def _check_pairs_manifest(uri: str, s3: S3Config | None, catalogue: pa.Table | N
     """The pairs manifest's problems, read in batches of PAIRS_BATCH_ROWS: memory stays flat in its length."""
     try:
         dataset = pairs_dataset(uri, s3)
-        usable = _check_columns("pairs", dataset.schema, _PAIRS, problems)
+        usable = check_columns("pairs", dataset.schema, _PAIRS, problems)
         if not usable:
             return
         names = [c.name for c in _PAIRS if c.name in dataset.schema.names]
@@ -245,7 +149,7 @@ def _check_pairs_manifest(uri: str, s3: S3Config | None, catalogue: pa.Table | N
     problems.extend(tally.problems(usable))
     if len(dupes):
         problems.append(f"pairs manifest: {len(dupes)} duplicate (product_id, scene_id, variant): "
-                        f"{_examples(examples, total=len(dupes))}")
+                        f"{listed(examples, total=len(dupes))}")
 
 
 class _FirstNames:
@@ -287,7 +191,7 @@ class _PairsTally:
     def add(self, batch: pa.Table) -> None:
         self.rows += batch.num_rows
         for column in ("product_id", "scene_id"):
-            self.null_or_empty[column] = self.null_or_empty.get(column, 0) + _null_or_empty(batch, column)
+            self.null_or_empty[column] = self.null_or_empty.get(column, 0) + null_or_empty(batch, column)
         known = {"product_id": self.catalogue, "scene_id": self.scenes}
         for column, table in known.items():
             if table is not None:

@@ -12,9 +12,10 @@ from collections import defaultdict
 
 import pyarrow as pa
 
+from pipeline.core.manifest_tables import BOX_COLUMNS
 from pipeline.inference.config import PairingConfig
 from pipeline.inference.keys import DEFAULT_VARIANT
-from pipeline.inference.manifests import BOX_COLUMNS, Manifests
+from pipeline.inference.manifests import Manifests
 
 PAIR_SCHEMA = pa.schema(
     [

@@ -33,9 +33,8 @@ from pipeline.imaging.decode import (
     upright_size,
 )
 from pipeline.imaging.geometry import Box
-from pipeline.imaging.masks import Region
+from pipeline.imaging.masks import Region, build_region
 from pipeline.imaging.settings import ImageSettings
-from pipeline.inference.preprocess import build_region
 
 
 def composite_pair(

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pipeline.core.errors import INVALID_BOX, PairError, unexpected_as_internal
+from pipeline.core.errors import unexpected_as_internal
 from pipeline.imaging.collage import hint_rectangle, make_hint, make_reference
 from pipeline.imaging.composite import check_encodable
 from pipeline.imaging.crop import crop_resized
 from pipeline.imaging.decode import (
-    decode_mask_image,
     load_rgb,
     open_image,
     read_orientation,
@@ -30,7 +29,7 @@ from pipeline.imaging.decode import (
     upright_size,
 )
 from pipeline.imaging.geometry import Box, context_window, draft_factor, upright_to_stored_box
-from pipeline.imaging.masks import Region
+from pipeline.imaging.masks import build_region
 from pipeline.imaging.settings import ImageSettings
 
 
@@ -45,21 +44,6 @@ class PreparedPair:
     # `Region.pack()` of the region to fill: what `composite_pair(region=...)` needs instead of the mask image, so the
     # postprocess stage does not decode the mask again.
     region: bytes = b""
-
-
-def build_region(size: tuple[int, int], *, mask_bytes: bytes | None, box: object, max_pixels: int) -> Region:
-    """The region to fill on the upright scene of `size`, from exactly one of a mask image and a box.
-
-    Neither or both is `invalid_box`: the scene row does not say unambiguously what to fill.
-    """
-    if (mask_bytes is None) == (box is None):
-        which = "neither" if mask_bytes is None else "both"
-        raise PairError(
-            INVALID_BOX, f"a scene needs exactly one of mask_uri and a box (x0, y0, x1, y1); this one has {which}"
-        )
-    if box is not None:
-        return Region.from_box(box, size)
-    return Region.from_mask(decode_mask_image(mask_bytes, size=size, max_pixels=max_pixels))
 
 
 def prepare_pair(

@@ -25,17 +25,24 @@ import pyarrow.compute as pc
 
 from pipeline.core import errors
 from pipeline.core.errors import PairError
+from pipeline.core.manifest_tables import (
+    BOX_COLUMNS,
+    Column,
+    ManifestError,
+    check_table,
+    contract_columns,
+    read_manifest,
+)
 from pipeline.core.storage import S3Config, read_bytes
-from pipeline.inference.manifests import BOX_COLUMNS, ManifestError, _check, _Column, _read, _with_columns
 from pipeline.train.config import TrainDataConfig
 from pipeline.train.pairs import TrainPair, make_pair, pair_rng
 
 TRAIN_MANIFEST = (
-    _Column("image_uri", ("string",), True),
-    _Column("mask_uri", ("string",), False),
-    *(_Column(c, ("number", "string"), False) for c in BOX_COLUMNS),
-    _Column("reference_uri", ("string",), False),
-    _Column("split", ("string",), False),
+    Column("image_uri", ("string",), True),
+    Column("mask_uri", ("string",), False),
+    *(Column(c, ("number", "string"), False) for c in BOX_COLUMNS),
+    Column("reference_uri", ("string",), False),
+    Column("split", ("string",), False),
 )
 SPLITS = ("train", "val")
 MAX_LISTED = 5
@@ -65,10 +72,10 @@ class TrainManifest:
 def load_train_manifest(uri: str, s3: S3Config | None = None) -> TrainManifest:
     """Read and check the manifest; one ManifestError lists every problem."""
     problems: list[str] = []
-    raw = _read("training", uri, s3, problems)
+    raw = read_manifest("training", uri, s3, problems)
     table = None
-    if raw is not None and _check("training", raw, TRAIN_MANIFEST, "", problems):
-        table = _with_columns(raw, TRAIN_MANIFEST)
+    if raw is not None and check_table("training", raw, TRAIN_MANIFEST, "", problems):
+        table = contract_columns(raw, TRAIN_MANIFEST)
         _check_regions(table, problems)
         _check_splits(table, problems)
     if problems:

@@ -24,8 +24,7 @@ from pipeline.imaging.decode import (
     upright_size,
 )
 from pipeline.imaging.geometry import context_window
-from pipeline.imaging.masks import Region
-from pipeline.inference.preprocess import build_region
+from pipeline.imaging.masks import Region, build_region
 from pipeline.train.augment import augment_reference, grow_box, outline_mask
 from pipeline.train.config import TrainDataConfig
 

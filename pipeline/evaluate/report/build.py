@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PairError
+from pipeline.core.manifest_tables import BOX_COLUMNS
 from pipeline.core.storage import S3Config, join, read_bytes, write_bytes
 from pipeline.evaluate.config import ReportConfig
 from pipeline.evaluate.evaluation import PAIR_METRICS, SET_METRICS
@@ -32,7 +33,6 @@ from pipeline.evaluate.report.page import (
 )
 from pipeline.evaluate.report.thumbnails import output_key, product_key, scene_key, write_thumbnails
 from pipeline.evaluate.run_folder import FinishedRun, open_run
-from pipeline.inference.manifests import BOX_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from PIL import Image, ImageFilter
 from pipeline.core.errors import INTERNAL_ERROR, PairError
 from pipeline.core.storage import S3Config, join, read_bytes, write_bytes
 from pipeline.imaging.decode import decode_image
+from pipeline.imaging.masks import build_region
 from pipeline.inference.keys import escape_segment
-from pipeline.inference.preprocess import build_region
 
 log = logging.getLogger(__name__)
 
