@@ -1,6 +1,6 @@
 """Stages that kill their own worker process, for the worker-loss tests (never used by the pipeline).
 
-A test swaps them into `inference.runner` in the driver; Ray pickles them by reference (this module), so every worker
+A test swaps them into `inference.graph` in the driver; Ray pickles them by reference (this module), so every worker
 that runs them imports this module and behaves the same, restarted actors and retried tasks included. The process
 dies by SIGKILL, as under the out-of-memory killer or a segfault: no Python exception, nothing to catch.
 """

@@ -33,7 +33,8 @@ def test_run_completes_through_throttling_and_dropped_connections(ray_local, s3_
                       p_truncate=0.05, seed=7, fail_puts_to=forced) as proxy:
         config = {
             "run_id": "flaky", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
-            "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"}, "model": {"source": "noop"},
+            "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"},
+            "model": {"source": "noop", "allow_random_weights": True},
             "sampling": {"resolution": 64}, "compute": {"batch_size": 4}, "record": {"part_rows": 8},
             "s3": {**s3_config(proxy.url), "max_attempts": 10},
         }

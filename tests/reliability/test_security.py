@@ -47,7 +47,8 @@ def test_credentials_never_logged_or_written(s3_server, s3_bucket, tmp_path):
     fs.pipe(sample.catalogue_uri, parquet_bytes(pa.Table.from_pylist(catalogue)))
     config = {
         "run_id": "secrets", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
-        "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"}, "model": {"source": "noop"},
+        "output_uri": f"s3://{s3_bucket}/runs", "pairing": {"strategy": "all"},
+        "model": {"source": "noop", "allow_random_weights": True},
         "sampling": {"resolution": 64}, "compute": {"gpus_per_actor": 0}, "s3": s3_config(s3_server),
     }
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's sockets live under it
@@ -90,7 +91,8 @@ def test_hostile_ids_stay_inside_the_run_folder_on_disk(ray_local, tmp_path):
         [{"product_id": pid, "image_uri": image, "category": catalogue[0]["category"]} for pid in hostile])))
     out = tmp_path / "deep" / "out"
     config = {"run_id": "hostile", "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
-              "output_uri": str(out), "pairing": {"strategy": "all"}, "model": {"source": "noop"},
+              "output_uri": str(out), "pairing": {"strategy": "all"},
+              "model": {"source": "noop", "allow_random_weights": True},
               "sampling": {"resolution": 64}}
     before = {p for p in tmp_path.rglob("*")}
     assert nightly.main(["--config", write_config(tmp_path / "run.yaml", config)]) == 0

@@ -6,7 +6,7 @@ past it (`compute.max_errored_blocks`), and the driver writes a `failed` row wit
 of the block: the run finishes, every pair has exactly one row, summary.json is written. A failure that kills every
 batch (systemic) stops the job instead, without summary.json.
 
-The poison is a stage from tests/reliability/_poison.py swapped into `inference.runner` in the driver; Ray ships it
+The poison is a stage from tests/reliability/_poison.py swapped into `inference.graph` in the driver; Ray ships it
 to the workers by value, so no test hook lives in the pipeline's code.
 """
 
@@ -21,7 +21,7 @@ import ray
 from ray.data import DataContext
 
 from jobs import nightly
-from pipeline.inference import runner, stages
+from pipeline.inference import graph, stages
 from pipeline.synthetic.samples import write_sample_set
 
 from . import _poison
@@ -62,20 +62,21 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 def sample(tmp_path_factory):
     # One scene's pairs make one block (BLOCK_ROWS pairs, sorted by scene): the poison's block is its scene's pairs.
     root = tmp_path_factory.mktemp("inputs")
-    return write_sample_set(str(root), n_products=runner.BLOCK_ROWS, n_scenes=3, scene_size=(160, 120))
+    return write_sample_set(str(root), n_products=graph.BLOCK_ROWS, n_scenes=3, scene_size=(160, 120))
 
 
 def _config(sample, out, run_id: str, **compute) -> dict:
     return {
         "run_id": run_id, "catalogue_uri": sample.catalogue_uri, "scenes_uri": sample.scenes_uri,
-        "output_uri": str(out), "pairing": {"strategy": "all"}, "model": {"source": "noop"},
+        "output_uri": str(out), "pairing": {"strategy": "all"},
+        "model": {"source": "noop", "allow_random_weights": True},
         "sampling": {"resolution": 64}, "compute": {"batch_size": 4, "max_task_retries": RETRIES, **compute},
         "record": {"part_rows": 8},
     }
 
 
 def _run_with_poison(poison, sample, tmp_path, stage: str, replacement) -> tuple[list[dict], dict, set]:
-    poison.setattr(runner, stage, replacement)
+    poison.setattr(graph, stage, replacement)
     config = _config(sample, tmp_path / "out", f"poison-{stage.lower()}")
     assert nightly.main(["--config", write_config(tmp_path / "run.yaml", config)]) == 0
     fs = fsspec.filesystem("file")
@@ -87,7 +88,7 @@ def _run_with_poison(poison, sample, tmp_path, stage: str, replacement) -> tuple
 
     poisoned_scene = _poison.POISON[1]
     lost = {(r["product_id"], r["scene_id"]): r for r in rows if r["scene_id"] == poisoned_scene}
-    assert len(lost) == runner.BLOCK_ROWS and _poison.POISON in lost
+    assert len(lost) == graph.BLOCK_ROWS and _poison.POISON in lost
     assert {(r["status"], r["error_reason"]) for r in lost.values()} == {("failed", "worker_lost")}
     message = next(iter(lost.values()))["error_message"]
     assert f"died {RETRIES + 1} times (compute.max_task_retries={RETRIES})" in message, message
@@ -98,7 +99,7 @@ def _run_with_poison(poison, sample, tmp_path, stage: str, replacement) -> tuple
 
     summary = read_json(fs, f"{run}/summary.json")
     assert summary["pairs"] == summary["this_attempt"]["pairs"] == len(expected)
-    assert summary["by_error_reason"] == {"worker_lost": runner.BLOCK_ROWS}
+    assert summary["by_error_reason"] == {"worker_lost": graph.BLOCK_ROWS}
     return rows, config, expected
 
 
@@ -118,7 +119,7 @@ def test_poison_pair_killing_the_inference_actor(poison, sample, tmp_path):
 
     # A rerun with retry_failed (the poison gone: a fixed model, or a pair that was only unlucky) computes the lost
     # pairs again and nothing else; every pair still ends with exactly one row.
-    poison.setattr(runner, "Inference", stages.Inference)
+    poison.setattr(graph, "Inference", stages.Inference)
     config["retry_failed"] = True
     assert nightly.main(["--config", write_config(tmp_path / "rerun.yaml", config)]) == 0
     fs = fsspec.filesystem("file")
@@ -126,7 +127,7 @@ def test_poison_pair_killing_the_inference_actor(poison, sample, tmp_path):
     rerun = read_rows(fs, run)
     assert accounting(rerun, expected) == {"rows": len(expected), "lost": 0, "duplicated": 0, "unexpected": 0}
     assert {r["status"] for r in rerun} == {"ok"}
-    assert read_json(fs, f"{run}/summary.json")["this_attempt"]["pairs"] == runner.BLOCK_ROWS
+    assert read_json(fs, f"{run}/summary.json")["this_attempt"]["pairs"] == graph.BLOCK_ROWS
 
 
 @pytest.mark.timeout(180)
@@ -138,7 +139,7 @@ def test_poison_pair_killing_a_cpu_task(poison, sample, tmp_path):
 @pytest.mark.timeout(180)
 def test_every_batch_killing_its_actor_stops_the_job(poison, sample, tmp_path, capsys):
     """A systemic failure ends too: the second lost block is one more than max_errored_blocks=1 allows."""
-    poison.setattr(runner, "Inference", _poison.DyingInference)
+    poison.setattr(graph, "Inference", _poison.DyingInference)
     config = _config(sample, tmp_path / "out", "systemic", max_task_retries=0, max_errored_blocks=1)
     assert nightly.main(["--config", write_config(tmp_path / "run.yaml", config)]) == 2
     err = capsys.readouterr().err
