@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.weights import PICKLE_SUFFIXES  # noqa: F401 - the inference runner imports it from here
-
 # The stages' no-op model: returns the scene crop unchanged (measures the framework's own cost).
 NOOP_MODEL = "noop"
 # Named configurations built with seeded random weights (pipeline.model.configs.NAMED_CONFIGS is keyed by these).

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 
 from pipeline.core.errors import JobError
-from pipeline.core.model_sources import MODEL_NAMES, NOOP_MODEL, PICKLE_SUFFIXES, RANDOM_MODELS, checkpoint_location
+from pipeline.core.model_sources import MODEL_NAMES, NOOP_MODEL, RANDOM_MODELS, checkpoint_location
 from pipeline.core.provenance import hint_branch_trained, read_provenance
 from pipeline.core.settings import ConfigError
-from pipeline.core.storage import filesystem, storage_options
+from pipeline.core.storage import storage_options
+from pipeline.core.weights import check_weights_location
 from pipeline.inference import record
 from pipeline.inference.config import RunConfig
 
@@ -49,13 +50,6 @@ def check_output_writable(cfg: RunConfig) -> None:
         raise JobError(f"cannot write to output {cfg.run_uri}: {type(exc).__name__}: {exc}") from None
 
 
-def _refuse_pickle(source: str, found: str) -> JobError:
-    return JobError(
-        f"model.source {source}: {found} is a pickle-format checkpoint, refused (tryall never unpickles files); "
-        "convert it to safetensors, e.g. save_pretrained(..., safe_serialization=True)"
-    )
-
-
 def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
     """The model must be named, and a checkpoint named by path or URI must exist and hold safetensors weights.
 
@@ -65,25 +59,10 @@ def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
     if cfg.model.source is None:
         raise ConfigError(f"{setting} is not set: name a trained checkpoint (a path or s3:// URI), or 'demo'")
     source = checkpoint_location(cfg.model.source)  # a packaged model's files are checked like any checkpoint's
-    if source.rstrip("/").lower().endswith(PICKLE_SUFFIXES):
-        raise _refuse_pickle(source, source)
     if source in MODEL_NAMES:
         return
-    try:
-        fs, path = filesystem(source, cfg.s3)
-        found = fs.exists(path)
-        is_dir = found and fs.isdir(path)
-        files = [str(f) for f in fs.find(path)] if is_dir else []
-    except Exception as exc:  # noqa: BLE001
-        raise JobError(f"model.source {source}: cannot be reached: {type(exc).__name__}: {exc}") from None
-    if not found:
-        named = "" if "/" in source or "://" in source else f" and it is not a model name ({', '.join(MODEL_NAMES)})"
-        raise JobError(f"model.source {source}: no checkpoint there{named}")
-    if is_dir and not any(f.endswith(".safetensors") for f in files):
-        pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
-        if pickles:
-            raise _refuse_pickle(source, pickles[0])
-        raise JobError(f"model.source {source}: no safetensors weights under it (is it a checkpoint directory?)")
+    named = "" if "/" in source or "://" in source else f" and it is not a model name ({', '.join(MODEL_NAMES)})"
+    check_weights_location(source, cfg.s3, where=f"{setting} {source}", what="checkpoint", missing_hint=named)
 
 
 def model_records(cfg: RunConfig) -> dict[str, dict]:
