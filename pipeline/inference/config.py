@@ -6,19 +6,25 @@ the defaults. Credentials are not configuration: S3 access comes from the standa
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.model_sources import MODEL_CACHE_ENV
+from pipeline.core.sampling import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, Scheduler
 from pipeline.core.settings import ConfigError, Dtype, JobSettings, Resolution, Section, load_settings
 from pipeline.core.storage import S3Config
+from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
 
 __all__ = ["MODEL_CACHE_ENV", "ConfigError", "RunConfig", "load_config"]
+
+# The image stages' defaults are theirs (pipeline.imaging.settings); the settings below only expose them.
+_IMAGE = ImageSettings()
 
 
 class PairingConfig(Section):
@@ -48,26 +54,34 @@ class ModelConfig(Section):
 
 
 class SamplingConfig(Section):
-    scheduler: Literal["ddim", "dpmpp", "euler"] = Field("ddim", description="the sampler (dpmpp: DPM-Solver++)")
-    steps: int = Field(40, ge=1, le=1000, description="denoising steps per image (the paper: 40 DDIM steps)")
-    guidance: float = Field(5.0, ge=0.0, le=50.0, description="classifier-free guidance scale (the paper: 5)")
+    scheduler: Scheduler = Field(DEFAULT_SCHEDULER, description="the sampler (dpmpp: DPM-Solver++)")
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=1000, description="denoising steps per image (the paper: 40)")
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=50.0, description="classifier-free guidance scale (paper: 5)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
-    resolution: Resolution = Field(512, ge=64, le=2048, description="model crop size in pixels (the paper: 512)")
+    resolution: Resolution = Field(_IMAGE.resolution, ge=64, le=2048,
+                                   description="model crop size in pixels (the paper: 512)")
 
 
 class OutputConfig(Section):
-    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="encoding of the composited images")
-    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["jpeg", "png", "webp"] = Field(_IMAGE.output_format,
+                                                   description="encoding of the composited images")
+    quality: int = Field(_IMAGE.output_quality, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
 
 
 class ImageConfig(Section):
-    max_pixels: int = Field(50_000_000, ge=1, description="decoded-size bound for any input image")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pixels: int = Field(_IMAGE.max_pixels, ge=1, description="decoded-size bound for any input image")
     context_margin: float = Field(
-        0.25, ge=0.0, le=4.0, description="scene context around the region in the model's crop, per side, as a share "
-        "of the region's longer side"
+        _IMAGE.context_margin, ge=0.0, le=4.0, description="scene context around the region in the model's crop, "
+        "per side, as a share of the region's longer side"
     )
-    dilate_px: int = Field(8, ge=0, le=256, description="the region is grown by this many pixels before paste-back")
-    feather_px: int = Field(4, ge=0, le=256, description="feathering lies inside the dilation: at most dilate_px")
+    dilate_px: int = Field(_IMAGE.dilate_px, ge=0, le=256,
+                           description="the region is grown by this many pixels before paste-back")
+    feather_px: int = Field(_IMAGE.feather_px, ge=0, le=256,
+                            description="feathering lies inside the dilation: at most dilate_px")
 
     @model_validator(mode="after")
     def _feather_inside_dilation(self) -> ImageConfig:
@@ -259,6 +273,11 @@ class RunConfig(JobSettings):
     def run_uri(self) -> str:
         return f"{self.output_uri.rstrip('/')}/{self.run_id}"
 
+    @property
+    def image_settings(self) -> ImageSettings:
+        """The image stages' settings: a view of `sampling.resolution`, `image` and `output`, never a copy."""
+        return _image_settings(self.sampling.resolution, self.image, self.output)
+
     def variant_names(self) -> list[str]:
         """The run's variants in order; `["default"]` when it defines none."""
         return [v.name for v in self.variants] or ["default"]
@@ -275,6 +294,14 @@ class RunConfig(JobSettings):
             "sampling": _merged(self.sampling, variant.sampling, f"variants.{name}.sampling"),
         })
 
+
+
+@functools.lru_cache(maxsize=16)
+def _image_settings(resolution: int, image: ImageConfig, output: OutputConfig) -> ImageSettings:
+    """Built once per distinct value, not per pair (the sections are frozen, so they are keys)."""
+    return ImageSettings(resolution=resolution, max_pixels=image.max_pixels, context_margin=image.context_margin,
+                         dilate_px=image.dilate_px, feather_px=image.feather_px, output_format=output.format,
+                         output_quality=output.quality)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

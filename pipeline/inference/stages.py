@@ -17,7 +17,6 @@ import numpy as np
 from pipeline.core.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
 from pipeline.core.model_sources import NOOP_MODEL
 from pipeline.core.storage import LastFile, join, read_bytes, storage_options, write_bytes
-from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.config import RunConfig
 from pipeline.inference.keys import image_key
 from pipeline.inference.metadata_row import metadata_row
@@ -31,18 +30,6 @@ ARRAY_COLUMNS = ("scene_crop", "mask_crop", "hint", "reference")
 # Per process, the scene and mask files the CPU stages read last: a scene's pairs arrive together, so each stage
 # reads a scene once per run of its pairs, and no scene bytes travel between the stages.
 PREPARE_SCENE_FILE, PREPARE_MASK_FILE, COMPOSITE_SCENE_FILE = LastFile(), LastFile(), LastFile()
-
-
-def image_settings(cfg: RunConfig) -> ImageSettings:
-    return ImageSettings(
-        resolution=cfg.sampling.resolution,
-        max_pixels=cfg.image.max_pixels,
-        context_margin=cfg.image.context_margin,
-        dilate_px=cfg.image.dilate_px,
-        feather_px=cfg.image.feather_px,
-        output_format=cfg.output.format,
-        output_quality=cfg.output.quality,
-    )
 
 
 def parse_box(raw: str | None) -> tuple[int, int, int, int] | None:
@@ -74,7 +61,7 @@ def _fail(row: dict[str, Any], exc: BaseException, stage: str) -> None:
 def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Fetch and decode the scene, its mask and the product; build the crop, mask, collage and reference."""
     started = time.perf_counter()
-    settings = image_settings(cfg)
+    settings = cfg.image_settings
     res, ref = settings.resolution, settings.reference_size
     row.update(status="ok", error_reason="", error_message="", region=b"",
                window=np.zeros(4, np.int64), scene_width=0, scene_height=0)
@@ -179,7 +166,7 @@ class Inference:
 def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """Read the scene, paste the generated crop back into it, encode, write; return the pair's metadata row."""
     started = time.perf_counter()
-    settings = image_settings(cfg)
+    settings = cfg.image_settings
     output_uri, output_bytes = "", 0
     if row["status"] == "ok":
         try:

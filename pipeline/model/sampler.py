@@ -33,21 +33,22 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
+from pipeline.core.sampling import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, SCHEDULERS
+
 from .dtc import DTC
 from .unet_inputs import unit_range
 
-# All three are deterministic given the initial noise (DDIM with eta=0, DPM-Solver++ without its SDE variant, Euler
-# without churn), so the per-sample seed fully determines an image and no noise is drawn inside the loop.
-SCHEDULERS = ("ddim", "dpmpp", "euler")
+# Every scheduler is deterministic given its initial noise (DDIM with eta=0, DPM-Solver++ without its SDE variant,
+# Euler without churn), so the per-sample seed fully determines an image and no noise is drawn inside the loop.
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """What the metadata records about how an image was sampled. Defaults are the paper's (DDIM, 40 steps, 5.0)."""
 
-    scheduler: str = "ddim"
-    steps: int = 40
-    guidance: float = 5.0
+    scheduler: str = DEFAULT_SCHEDULER
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:

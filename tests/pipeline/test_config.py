@@ -3,6 +3,7 @@ import json
 import pytest
 
 from pipeline.core.settings import parse_overrides, redact
+from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.config import ConfigError, load_config
 
 BASE = ["run_id=r1", "catalogue_uri=s3://b/c.parquet", "scenes_uri=s3://b/s.parquet", "output_uri=s3://b/out"]
@@ -98,3 +99,16 @@ def test_public_dict_has_no_secrets(monkeypatch):
     assert redact({"aws_secret_access_key": "x", "nested": {"token": "y"}}) == {
         "aws_secret_access_key": "<redacted>", "nested": {"token": "<redacted>"}}
     assert len(cfg.config_hash()) == 16
+
+
+def test_image_settings_are_a_view_of_the_sections_and_follow_each_variant():
+    """The image stages' settings are computed from sampling.resolution, image and output (defaults included), never
+    a copy that a variant's overrides or a later change could leave stale."""
+    cfg = load_config(None, [*BASE, "sampling.resolution=64", "image.dilate_px=12", "output.format=png",
+                             "variants=[{name: a}, {name: b, sampling: {resolution: 128}}]"])
+    settings = cfg.image_settings
+    assert (settings.resolution, settings.dilate_px, settings.output_format) == (64, 12, "png")
+    assert (settings.feather_px, settings.max_pixels) == (cfg.image.feather_px, cfg.image.max_pixels)
+    assert cfg.for_variant("b").image_settings.resolution == 128
+    assert cfg.for_variant("a").image_settings is settings  # built once per distinct value
+    assert load_config(None, BASE).image_settings == ImageSettings()  # the defaults are the image stages' own
