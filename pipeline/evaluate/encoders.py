@@ -19,7 +19,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2
 from pipeline.evaluate.inception import FEATURES, load_fid_inception, random_fid_inception
 from pipeline.evaluate.weights import DINOV2_EVAL_SIZE, RANDOM_ENCODER, TINY_CLIP_SIZE, EncoderKind, Preprocessing
 from pipeline.model.build import cast, seeded
-from pipeline.model.checkpoint import external_transformers_model
+from pipeline.model.checkpoint import load_transformers_model
 from pipeline.model.device import resolve_dtype, select_device
 from pipeline.model.loading import local_path
 
@@ -89,8 +89,5 @@ def load_embedder(kind: EncoderKind, source: str, preprocessing: Preprocessing, 
     folder = local_path(source, cache_dir=cache_dir, storage_options=storage_options)
     if kind == "inception":
         return ImageEmbedder(kind, load_fid_inception(folder, device=device, dtype=dtype), preprocessing)
-    model_cls, config_cls = _MODELS[kind], _CONFIGS[kind]
-    model = external_transformers_model(
-        lambda cfg: model_cls(config_cls.from_dict(cfg)), model_cls.from_pretrained, folder, device=device, dtype=dtype
-    )
+    model = load_transformers_model(_MODELS[kind], _CONFIGS[kind], folder, device=device, dtype=dtype)
     return ImageEmbedder(kind, model, preprocessing)

@@ -18,14 +18,20 @@ A DTC checkpoint is a directory:
 
 `dtc.json` is written last, so a directory without it is an incomplete write, never a checkpoint. A dtc.json without
 `input_layout` is Paint-by-Example's order, and one without `provenance` is untrained: both were true of every
-checkpoint written before they were recorded. Weights are only ever read with safetensors: pickle formats are refused,
-never loaded. A component folder holding only an fp16 variant (`<name>.fp16.safetensors`, as public checkpoints'
-fp16 downloads are) loads like the plain one, cast to the requested dtype.
+checkpoint written before they were recorded.
+
+diffusers loads and saves the UNet and VAE (of a DTC checkpoint and of the pipelines we convert, one way), transformers
+the pipelines' image encoders; what is read here is what is DTC's own: dtc.json, the hint branch and the reference
+encoder (their config.json is ours). Weights are only ever read from safetensors, checked before any loader runs:
+pickle files are refused, a truncated file is named. A folder holding only an fp16 variant
+(`<name>.fp16.safetensors`, as public checkpoints' fp16 downloads are) loads like the plain one, cast to the
+requested dtype.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -33,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.pipelines.deprecated.paint_by_example.image_encoder import PaintByExampleImageEncoder
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_model
 from torch import nn
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, CLIPVisionConfig, Dinov2Config, Dinov2Model
 from transformers.image_processing_utils import BaseImageProcessor
@@ -48,7 +55,7 @@ from pipeline.core.provenance import (
     sd_inpaint_provenance,
     unrecorded_provenance,
 )
-from pipeline.core.weights import is_pickle, pickle_refused
+from pipeline.core.weights import SAFETENSORS_SUFFIX, is_pickle, pickle_refused
 
 from .build import DEFAULT_SEED, assemble, cast, dinov2_image_processor, seeded
 from .configs import SD15, SD_SCHEDULER_CONFIG
@@ -61,9 +68,9 @@ from .unet_inputs import PAINT_BY_EXAMPLE, SD_INPAINT, UNRECORDED_LAYOUT, check_
 FORMAT_VERSION = 1
 MODEL_TYPE = "diffuse-to-choose"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
-TRANSFORMERS_WEIGHTS = "model"
-# Weight variants read when a folder has no plain `<name>.safetensors`, in this order (diffusers' and transformers'
-# `variant=` names: `<name>.fp16.safetensors`, shards indexed by `<name>.safetensors.index.fp16.json`).
+TRANSFORMERS_WEIGHTS = "model"  # also our own components' file name (hint/, image_encoder/)
+# Weight variants read when a folder has no plain `<name>.safetensors`, in this order: diffusers' and transformers'
+# `variant=` names, which their loaders must be given explicitly.
 WEIGHT_VARIANTS = ("fp16", "bf16")
 
 # Image processors by the type name a preprocessor_config.json records. Always the PIL backend: it needs no
@@ -92,48 +99,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _variant_files(folder: Path, stem: str, variant: str | None) -> list[Path]:
-    """The safetensors file(s) of one variant (None: the plain one), or [] if the folder has none of it."""
-    tag = f".{variant}" if variant else ""
-    single = folder / f"{stem}{tag}.safetensors"
-    if single.is_file():
-        return [single]
-    index = folder / f"{stem}.safetensors.index{tag}.json"
-    if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{index}: no weight_map")
-        shards = [folder / name for name in sorted(set(weight_map.values()))]
-        for shard in shards:
-            if not shard.is_file():
-                raise CheckpointError(f"missing file {shard} (listed in {index})")
-        return shards
-    return []
-
-
-def weight_variant(folder: Path, stem: str) -> str | None:
-    """The variant a component folder's weights are stored as: None for `<stem>.safetensors` (or its shards), else
-    the first of WEIGHT_VARIANTS present; the plain files win when both exist."""
-    for variant in (None, *WEIGHT_VARIANTS):
-        if _variant_files(folder, stem, variant):
-            return variant
-    return None
-
-
-def weight_files(folder: Path, stem: str) -> list[Path]:
-    """The safetensors file(s) of a component folder: `<stem>.safetensors`, shards listed in its index, or the same
-    for a variant (`<stem>.fp16.safetensors`, ...) when there are no plain ones."""
-    for variant in (None, *WEIGHT_VARIANTS):
-        files = _variant_files(folder, stem, variant)
-        if files:
-            return files
-    single = folder / f"{stem}.safetensors"
-    pickles = sorted(p for p in folder.iterdir() if is_pickle(p)) if folder.is_dir() else []
-    if pickles:
-        raise pickle_refused(pickles[0])
-    raise CheckpointError(f"missing file {single}")
-
-
 def read_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """Tensors of one safetensors file, read straight onto `device`; an unreadable file is named in the error."""
     try:
@@ -142,49 +107,29 @@ def read_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tensor
         raise CheckpointError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from exc
 
 
-def read_state_dict(files: list[Path], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v for path in files for k, v in read_safetensors(path, device).items()}
+def safetensors_weights(folder: Path, stem: str) -> tuple[str | None, list[Path]]:
+    """The variant a component folder's weights are stored as (None: plain, which wins) and its safetensors files:
+    `<stem>.safetensors` or its shards `<stem>-00001-of-00002.safetensors`, else the same with `<stem>.fp16`, ..."""
+    names = sorted(p.name for p in folder.glob(f"*{SAFETENSORS_SUFFIX}")) if folder.is_dir() else []
+    for variant in (None, *WEIGHT_VARIANTS):
+        tag = f"{stem}.{variant}" if variant else stem
+        found = [n for n in names if re.fullmatch(rf"{re.escape(tag)}(-\d+-of-\d+)?\.safetensors", n)]
+        if found:
+            return variant, [folder / n for n in found]
+    pickles = sorted(p for p in folder.iterdir() if is_pickle(p)) if folder.is_dir() else []
+    if pickles:
+        raise pickle_refused(pickles[0])
+    raise CheckpointError(f"missing file {folder / f'{stem}{SAFETENSORS_SUFFIX}'}")
 
 
-def _has_non_persistent_buffers(module: nn.Module) -> bool:
-    return any(m._non_persistent_buffers_set for m in module.modules())
-
-
-def materialise(
-    factory: Callable[[], nn.Module],
-    files: list[Path],
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    prefix: str = "",
-) -> nn.Module:
-    """Build a module with `factory` and fill it with the weights in `files` (keys prefixed with `prefix`).
-
-    The module is created on the meta device and the loaded tensors are assigned to it, so a 1B-parameter model is
-    never randomly initialised just to be overwritten. Modules with non-persistent buffers (CLIP's position ids) are
-    built normally instead, since those buffers are not in the file. On the meta device no file is read.
-    """
-    if device.type == "meta":
-        with torch.device("meta"):
-            return cast(factory(), dtype=dtype)
-    with torch.device("meta"):
-        module = factory()
-    assign = not _has_non_persistent_buffers(module)
-    if not assign:
-        module = factory()
-    state = read_state_dict(files, device)
-    state = {prefix + k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
-    where = ", ".join(str(f) for f in files)
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False, assign=assign)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{where}: weights do not fit the component's config: {exc}") from exc
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where}: weights do not fit the component's config (missing {len(missing)} keys, e.g. {missing[:3]}; "
-            f"unexpected {len(unexpected)}, e.g. {unexpected[:3]})"
-        )
-    return cast(module, device=device, dtype=dtype)
+def check_safetensors(files: list[Path]) -> None:
+    """Open each file's header (cheap): a truncated or corrupt file fails here with its name, before any loading."""
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from exc
 
 
 def load_image_processor(path: Path) -> BaseImageProcessor:
@@ -202,76 +147,72 @@ def load_image_processor(path: Path) -> BaseImageProcessor:
     return cls(**data)
 
 
-def _diffusers_component(cls: type, folder: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    config = read_json(folder / "config.json")
-    return materialise(
-        lambda: cls.from_config(config), weight_files(folder, DIFFUSERS_WEIGHTS), device=device, dtype=dtype
-    )
-
-
-def check_safetensors(files: list[Path]) -> None:
-    """Open each file's header (cheap): a truncated or corrupt file fails here with its name, before any loading."""
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                handle.keys()
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from exc
-
-
-def _check_loading_info(info: dict[str, Any], folder: Path) -> None:
+def _check_loading_info(info: dict[str, Any], where: str) -> None:
     bad = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(bad.values()):
         summary = "; ".join(f"{k} {len(v)}, e.g. {v[:3]}" for k, v in bad.items() if v)
-        raise CheckpointError(f"{folder}: weights do not fit the component's config ({summary})")
+        raise CheckpointError(f"{where}: weights do not fit the component's config ({summary})")
 
 
-def external_diffusers_model(cls: type, folder: Path, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """A diffusers model folder written by diffusers (any version): loaded by diffusers itself, which knows the older
-    key layouts (e.g. SD VAEs' pre-0.14 attention names), after our own checks for pickles and corrupt files."""
+def _from_pretrained(loader: Callable[..., Any], folder: Path, stem: str, **kwargs: Any) -> Any:
+    """`loader(folder, ...)` (a library's from_pretrained, safetensors only) once our checks passed."""
+    variant, files = safetensors_weights(folder, stem)
+    check_safetensors(files)
+    where = ", ".join(str(f) for f in files)
+    try:
+        model, info = loader(str(folder), use_safetensors=True, variant=variant, output_loading_info=True, **kwargs)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: weights do not fit the component's config: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot load {folder}: {exc}") from exc
+    _check_loading_info(info, where)
+    return model
+
+
+def load_diffusers_model(cls: type, folder: Path, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A diffusers model folder (a DTC checkpoint's unet/ or vae/, or a pipeline's), loaded by diffusers itself, which
+    knows the older key layouts (e.g. SD VAEs' pre-0.14 attention names). On the meta device no file is read."""
     if device.type == "meta":
-        config = read_json(folder / "config.json")
         with torch.device("meta"):
-            return cast(cls.from_config(config), dtype=dtype)
-    check_safetensors(weight_files(folder, DIFFUSERS_WEIGHTS))
-    # low_cpu_mem_usage needs `accelerate`, which we do not depend on; saying so explicitly keeps the logs quiet.
-    model, info = cls.from_pretrained(
-        str(folder),
-        use_safetensors=True,
-        variant=weight_variant(folder, DIFFUSERS_WEIGHTS),
-        torch_dtype=dtype,
-        output_loading_info=True,
-        low_cpu_mem_usage=False,
-    )
-    _check_loading_info(info, folder)
+            return cast(cls.from_config(read_json(folder / "config.json")), dtype=dtype)
+    model = _from_pretrained(cls.from_pretrained, folder, DIFFUSERS_WEIGHTS, torch_dtype=dtype)
     return cast(model, device=device, dtype=dtype)
 
 
-def external_transformers_model(
-    factory: Callable[[dict[str, Any]], nn.Module],
-    loader: Callable[..., Any],
-    folder: Path,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
+def load_transformers_model(
+    cls: type, config_class: type, folder: Path, *, device: torch.device, dtype: torch.dtype
 ) -> nn.Module:
-    """A transformers model folder: loaded by transformers' `from_pretrained` (which converts older key layouts, e.g.
-    CLIP's `vision_model.` prefix or DINOv2's pre-v5 attention names), never from pickles, never from the hub."""
+    """A transformers model folder, loaded by transformers' `from_pretrained` (which converts older key layouts, e.g.
+    CLIP's `vision_model.` prefix or DINOv2's pre-v5 attention names), never from the hub."""
     if device.type == "meta":
-        config = read_json(folder / "config.json")
         with torch.device("meta"):
-            return cast(factory(config), dtype=dtype)
-    check_safetensors(weight_files(folder, TRANSFORMERS_WEIGHTS))
-    model, info = loader(
-        str(folder),
-        use_safetensors=True,
-        variant=weight_variant(folder, TRANSFORMERS_WEIGHTS),
-        local_files_only=True,
-        dtype=dtype,
-        output_loading_info=True,
-    )
-    _check_loading_info(info, folder)
+            return cast(cls(config_class.from_dict(read_json(folder / "config.json"))), dtype=dtype)
+    model = _from_pretrained(cls.from_pretrained, folder, TRANSFORMERS_WEIGHTS, dtype=dtype, local_files_only=True)
     return cast(model, device=device, dtype=dtype)
+
+
+def load_component(
+    build: Callable[[dict[str, Any]], nn.Module], folder: Path, *, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """A DTC checkpoint's hint/ or image_encoder/: `build(config)` from our config.json, filled with the tensors of
+    its model.safetensors (or a variant of it) and nothing else (strict)."""
+    config = read_json(folder / "config.json")
+    if device.type == "meta":
+        with torch.device("meta"):
+            return cast(build(config), dtype=dtype)
+    _, files = safetensors_weights(folder, TRANSFORMERS_WEIGHTS)
+    state = {k: v for path in files for k, v in read_safetensors(path, device).items()}
+    # Parameters are created on the meta device and the file's tensors assigned to them, so nothing is randomly
+    # initialised first; buffers are created as usual, since the non-persistent ones (CLIP's position ids) are not in
+    # the file.
+    with init_empty_weights(include_buffers=False):
+        module = build(config)
+    try:
+        module.load_state_dict(state, assign=True)
+    except RuntimeError as exc:
+        where = ", ".join(str(f) for f in files)
+        raise CheckpointError(f"{where}: weights do not fit the component's config: {exc}") from exc
+    return cast(module, device=device, dtype=dtype)
 
 
 def _vae_scale(vae: AutoencoderKL) -> int:
@@ -294,22 +235,10 @@ def load_checkpoint(root: Path, *, device: torch.device, dtype: torch.dtype, mod
         raise CheckpointError(
             f"{root / INDEX_FILE}: format_version {version!r} is not supported (this code reads {FORMAT_VERSION})"
         )
-    unet = _diffusers_component(UNet2DConditionModel, root / "unet", device, dtype)
-    vae = _diffusers_component(AutoencoderKL, root / "vae", device, dtype)
-    enc_config = read_json(root / "image_encoder" / "config.json")
-    image_encoder = materialise(
-        lambda: reference_encoder_from_config(enc_config),
-        weight_files(root / "image_encoder", TRANSFORMERS_WEIGHTS),
-        device=device,
-        dtype=dtype,
-    )
-    hint_config = read_json(root / "hint" / "config.json")
-    hint = materialise(
-        lambda: HintBranch.from_config(hint_config),
-        weight_files(root / "hint", TRANSFORMERS_WEIGHTS),
-        device=device,
-        dtype=dtype,
-    )
+    unet = load_diffusers_model(UNet2DConditionModel, root / "unet", device=device, dtype=dtype)
+    vae = load_diffusers_model(AutoencoderKL, root / "vae", device=device, dtype=dtype)
+    image_encoder = load_component(reference_encoder_from_config, root / "image_encoder", device=device, dtype=dtype)
+    hint = load_component(HintBranch.from_config, root / "hint", device=device, dtype=dtype)
     try:
         input_layout = check_input_layout(index.get("input_layout", UNRECORDED_LAYOUT), str(root / INDEX_FILE))
         provenance = check_provenance(index.get("provenance", unrecorded_provenance()), str(root / INDEX_FILE))
@@ -329,9 +258,10 @@ def load_checkpoint(root: Path, *, device: torch.device, dtype: torch.dtype, mod
     )
 
 
-def _save_weights(module: nn.Module, path: Path) -> None:
-    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt"})
+def _save_component(module: nn.Module, config: dict[str, Any], folder: Path) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_model(module, str(folder / f"{TRANSFORMERS_WEIGHTS}{SAFETENSORS_SUFFIX}"), metadata={"format": "pt"})
 
 
 def _public_config(config: Any) -> dict[str, Any]:
@@ -357,17 +287,10 @@ def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for name, model in (("unet", dtc.unet), ("vae", dtc.vae)):
-            (tmp / name).mkdir()
-            model.save_config(str(tmp / name))
-            _save_weights(model, tmp / name / f"{DIFFUSERS_WEIGHTS}.safetensors")
-        (tmp / "image_encoder").mkdir()
-        (tmp / "image_encoder" / "config.json").write_text(json.dumps(dtc.image_encoder.config_dict(), indent=2))
-        _save_weights(dtc.image_encoder, tmp / "image_encoder" / f"{TRANSFORMERS_WEIGHTS}.safetensors")
-        (tmp / "hint").mkdir()
-        hint_config = dtc.hint.config_dict(_public_config(dtc.unet.config))
-        (tmp / "hint" / "config.json").write_text(json.dumps(hint_config, indent=2))
-        _save_weights(dtc.hint, tmp / "hint" / f"{TRANSFORMERS_WEIGHTS}.safetensors")
+        dtc.unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        dtc.vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
+        _save_component(dtc.image_encoder, dtc.image_encoder.config_dict(), tmp / "image_encoder")
+        _save_component(dtc.hint, dtc.hint.config_dict(_public_config(dtc.unet.config)), tmp / "hint")
         dtc.image_processor.save_pretrained(str(tmp / "image_processor"))
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(dtc.scheduler_config, indent=2))
@@ -409,14 +332,10 @@ def build_from_paint_by_example(
         raise CheckpointError(
             f"{root / 'model_index.json'}: _class_name is {index.get('_class_name')!r}, not PaintByExamplePipeline"
         )
-    unet = external_diffusers_model(UNet2DConditionModel, root / "unet", device=device, dtype=dtype)
-    vae = external_diffusers_model(AutoencoderKL, root / "vae", device=device, dtype=dtype)
-    encoder = external_transformers_model(
-        lambda cfg: PaintByExampleImageEncoder(CLIPVisionConfig.from_dict(cfg)),
-        PaintByExampleImageEncoder.from_pretrained,
-        root / "image_encoder",
-        device=device,
-        dtype=dtype,
+    unet = load_diffusers_model(UNet2DConditionModel, root / "unet", device=device, dtype=dtype)
+    vae = load_diffusers_model(AutoencoderKL, root / "vae", device=device, dtype=dtype)
+    encoder = load_transformers_model(
+        PaintByExampleImageEncoder, CLIPVisionConfig, root / "image_encoder", device=device, dtype=dtype
     )
     image_encoder = PaintByExampleReferenceEncoder(encoder)
     return assemble(
@@ -450,18 +369,12 @@ def build_from_sd_inpaint(
     for sub in ("unet", "vae"):
         if not (sd_root / sub).is_dir():
             raise CheckpointError(f"{sd_root}: expected an SD-inpainting pipeline directory with a {sub}/ folder")
-    unet = external_diffusers_model(UNet2DConditionModel, sd_root / "unet", device=device, dtype=dtype)
-    vae = external_diffusers_model(AutoencoderKL, sd_root / "vae", device=device, dtype=dtype)
+    unet = load_diffusers_model(UNet2DConditionModel, sd_root / "unet", device=device, dtype=dtype)
+    vae = load_diffusers_model(AutoencoderKL, sd_root / "vae", device=device, dtype=dtype)
     config = read_json(dinov2_root / "config.json")
     if config.get("model_type") != "dinov2":
         raise CheckpointError(f"{dinov2_root / 'config.json'}: model_type is {config.get('model_type')!r}, not dinov2")
-    backbone = external_transformers_model(
-        lambda cfg: Dinov2Model(Dinov2Config.from_dict(cfg)),
-        Dinov2Model.from_pretrained,
-        dinov2_root,
-        device=device,
-        dtype=dtype,
-    )
+    backbone = load_transformers_model(Dinov2Model, Dinov2Config, dinov2_root, device=device, dtype=dtype)
     # New parts: the projection (seeded, PyTorch's default Linear init) and the zero uncond vector.
     with seeded(seed, torch.device("cpu")):
         image_encoder = Dinov2ReferenceEncoder(backbone, int(unet.config.cross_attention_dim))

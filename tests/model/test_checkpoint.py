@@ -260,3 +260,32 @@ def test_scheduler_config_without_clip_sample_does_not_clip(tiny_checkpoint, tmp
     # A schedule that asks for clipping keeps it.
     path.write_text(json.dumps({**config, "clip_sample": True}))
     assert DTCSampler(load_dtc(str(ckpt), device=CPU), SamplingParams("ddim"))._scheduler.config.clip_sample is True
+
+
+def test_the_demo_model_loads_the_tensors_its_files_hold(tmp_path):
+    """The packaged checkpoint (format_version 1, written before diffusers saved the UNet and VAE): every tensor of
+    every component file (fp16) is the loaded model's, exactly (in fp32, CPU inference's dtype), and every weight of
+    the model comes from a file; saved again it keeps the same files, keys and values."""
+    from safetensors.torch import load_file
+
+    from pipeline.core.model_sources import PACKAGED_MODELS
+
+    root = PACKAGED_MODELS["demo"]
+    files = {
+        "unet": "unet/diffusion_pytorch_model.safetensors",
+        "vae": "vae/diffusion_pytorch_model.safetensors",
+        "image_encoder": "image_encoder/model.safetensors",
+        "hint": "hint/model.safetensors",
+    }
+    stored = {f"{part}.{k}": v for part, name in files.items() for k, v in load_file(str(root / name)).items()}
+    dtc = load_dtc("demo", device=CPU)
+    loaded = dtc.state_dict()
+    assert loaded.keys() == stored.keys()
+    for name, tensor in stored.items():
+        assert loaded[name].dtype == torch.float32 and torch.equal(loaded[name], tensor.float()), name
+
+    again = save_checkpoint(dtc, tmp_path / "again")
+    for part, name in files.items():
+        assert load_file(str(again / name)).keys() == load_file(str(root / name)).keys(), part
+    reloaded = load_dtc(str(again), device=CPU).state_dict()
+    assert all(torch.equal(reloaded[name], tensor.float()) for name, tensor in stored.items())
