@@ -35,6 +35,18 @@ def _no_scene_from_an_earlier_test():
         last.clear()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread: the machines tests run on are small and shared, and oversubscribed CPU threads make
+    tiny-model steps many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on a free loopback port; yields its endpoint URL. Credentials are dummies."""

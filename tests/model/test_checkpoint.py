@@ -289,3 +289,41 @@ def test_the_demo_model_loads_the_tensors_its_files_hold(tmp_path):
         assert load_file(str(again / name)).keys() == load_file(str(root / name)).keys(), part
     reloaded = load_dtc(str(again), device=CPU).state_dict()
     assert all(torch.equal(reloaded[name], tensor.float()) for name, tensor in stored.items())
+
+
+def test_the_driver_check_of_a_weights_location(s3_store, tmp_path):
+    """pipeline.core.weights.check_weights_location, torch-free, as the drivers call it (the inference job's words)."""
+    import s3fs
+
+    from pipeline.core.storage import S3Config
+    from pipeline.core.weights import check_weights_location
+
+    def check(source: str, s3: S3Config | None = None, hint: str = ""):
+        return check_weights_location(source, s3, where=f"model.source {source}", what="checkpoint", missing_hint=hint)
+
+    with pytest.raises(CheckpointError, match=r"model\.source s3://b/w\.BIN: s3://b/w\.BIN is a pickle-format "
+                                              r"checkpoint, refused .*safe_serialization=True"):
+        check("s3://b/w.BIN")
+    with pytest.raises(CheckpointError, match=r"model\.source tinyy: no checkpoint there and it is not a model name"):
+        check("tinyy", hint=" and it is not a model name (tiny, ...)")
+    folder = tmp_path / "ckpt"
+    (folder / "unet").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=rf"model\.source {folder}: no safetensors weights under it"):
+        check(str(folder))
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError, match=r"unet/diffusion_pytorch_model\.bin is a pickle-format checkpoint"):
+        check(str(folder))
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    found = check(folder.as_uri())
+    assert found.is_dir and len(found.files) == 2
+
+    bucket, options = s3_store
+    s3 = S3Config(endpoint_url=options["endpoint_url"])
+    s3fs.S3FileSystem(**options).pipe_file(f"{bucket}/old/model.ckpt", b"\x80\x04")
+    with pytest.raises(CheckpointError, match=rf"{bucket}/old/model\.ckpt is a pickle-format checkpoint, refused"):
+        check(f"s3://{bucket}/old", s3)
+    with pytest.raises(CheckpointError, match=rf"model\.source s3://{bucket}/absent: no checkpoint there$"):
+        check(f"s3://{bucket}/absent", s3)
+    unreachable = S3Config(endpoint_url="http://127.0.0.1:9", max_attempts=1)
+    with pytest.raises(CheckpointError, match=r"model\.source s3://b/m: cannot be reached: \w+"):
+        check("s3://b/m", unreachable)

@@ -1,15 +1,10 @@
-"""Training tests run torch on one thread: the machines they run on are small and shared, and oversubscribed CPU
-threads make tiny-model steps many times slower."""
+"""Training tests run torch on one thread (`one_torch_thread`)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _train_on_one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """Jobs submitted with `ray job submit` / `python -m jobs.submit` to a real two-node Ray cluster, on moto S3.
 
-The cluster (tests/cluster/_cluster.py) has a CPU-0 head with the dashboard and job server, and one worker node with
+The cluster (system/cluster/_cluster.py) has a CPU-0 head with the dashboard and job server, and one worker node with
 2 CPUs and 1 fake GPU, so the placement rules of ray_cluster.yaml hold in miniature: drivers on the head, every task
 and actor on the worker, inference actors only where there is a GPU. The job's code and config travel in the job's
 working directory, as with infra/runtime_env.yaml; the dummy AWS credentials of the moto server travel in the job's
@@ -29,7 +29,7 @@ from ._cluster import DashboardCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 

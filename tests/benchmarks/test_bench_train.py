@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import cli as bench
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_quick_train_part(tmp_path, capsys):
     out = tmp_path / "report.json"
     assert bench.main(["--quick", "--parts", "train", "--out", str(out)]) == 0

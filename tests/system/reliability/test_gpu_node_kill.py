@@ -1,6 +1,6 @@
 """The GPU node of a multi-node cluster is lost mid-run, then a new GPU node joins.
 
-The cluster is tests/cluster's (a CPU-0 head, `ray start --head --num-cpus 0 --num-gpus 0`, and one 2-CPU/1-GPU worker
+The cluster is system/cluster's (a CPU-0 head, `ray start --head --num-cpus 0 --num-gpus 0`, and one 2-CPU/1-GPU worker
 node, `ray start --address ... --num-gpus 1`), with fast node-death detection. The nightly job's driver is a separate
 process on the head, as under `ray job submit`. Once the first image is written, the worker node's whole process
 group (its raylet, object store, the inference actor and the CPU tasks) is SIGKILLed. A new GPU node joins a few
@@ -22,20 +22,20 @@ import pytest
 
 from pipeline.core.storage import S3Config
 from pipeline.synthetic.samples import write_sample_set
-from tests.cluster._cluster import DashboardCluster
+from tests.system.cluster._cluster import DashboardCluster
 
 from ._support import TINY, accounting, read_json, read_rows, s3_config, s3fs_for, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Fast node-death detection (the default takes ~30 s): the GCS checks each raylet every 500 ms, dead after 4 misses.
 FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "500",
                "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "4"}
 
 
 class GpuNodeCluster(DashboardCluster):
-    """tests/cluster's two-node cluster, plus losing GPU nodes and adding new ones."""
+    """tests/system/cluster's two-node cluster, plus losing GPU nodes and adding new ones."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -29,7 +29,7 @@ from ._support import TINY, accounting, part_files, read_json, read_rows, s3_con
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _image_times(fs, rows: list[dict]) -> dict[str, object]:

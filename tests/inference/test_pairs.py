@@ -27,8 +27,7 @@ from pipeline.inference import preprocess
 from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
 from pipeline.synthetic.images import encode, exif_with_orientation, noise, photo, png_header_only
-
-from ._helpers import brute_dilate
+from tests.imaging._helpers import brute_dilate
 
 RES = 64
 SETTINGS = ImageSettings(resolution=RES, reference_size=32, output_format="png")

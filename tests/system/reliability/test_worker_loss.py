@@ -6,7 +6,7 @@ past it (`compute.max_errored_blocks`), and the driver writes a `failed` row wit
 of the block: the run finishes, every pair has exactly one row, summary.json is written. A failure that kills every
 batch (systemic) stops the job instead, without summary.json.
 
-The poison is a stage from tests/reliability/_poison.py swapped into `inference.graph` in the driver; Ray ships it
+The poison is a stage from _poison.py (beside this file) swapped into `inference.graph` in the driver; Ray ships it
 to the workers by value, so no test hook lives in the pipeline's code.
 """
 

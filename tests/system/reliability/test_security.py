@@ -29,7 +29,7 @@ from ._support import s3_config, s3fs_for, write_config
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_credentials_never_logged_or_written(s3_server, s3_bucket, tmp_path):
