@@ -7,7 +7,6 @@ place. Credentials are never passed: s3fs/botocore take them from the standard A
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from typing import Any
 
@@ -83,33 +82,6 @@ def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
 
 
 # A local write's temporary sibling: hidden (leading `.`), so listings and dataset discovery skip it.
-class LastFile:
-    """The last file this process read through it, by URI: pairs come scene by scene, so consecutive pairs of one
-    scene read it from storage once. One entry, so memory stays bounded; a failed read is not kept."""
-
-    def __init__(self) -> None:
-        self._uri: str | None = None
-        self._data = b""
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def read(self, uri: str, s3: S3Config | None = None) -> bytes:
-        with self._lock:
-            if uri == self._uri:
-                self.hits += 1
-                return self._data
-        data = read_bytes(uri, s3)
-        with self._lock:
-            self._uri, self._data = uri, data
-            self.misses += 1
-        return data
-
-    def clear(self) -> None:
-        with self._lock:
-            self._uri, self._data = None, b""
-            self.hits = self.misses = 0
-
-
 TEMP_PREFIX = ".tmp-"
 
 

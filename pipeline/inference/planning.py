@@ -64,8 +64,8 @@ def plan_root(cfg: RunConfig) -> str:
 
 def order_by_scene(pairs: pa.Table) -> pa.Table:
     """A scene's pairs side by side, so that consecutive pairs of one task share it: the CPU stages then reuse the
-    scene they read, prepared or decoded for the previous pair (`stages.PREPARE_SCENE_FILE`, `preprocess.SceneMemo`,
-    `postprocess.SceneCache`)."""
+    scene they read, prepared or decoded for the previous pair (`stages.PREPARE_SCENE_FILE`,
+    `preprocess.PREPARE_SCENES`, `postprocess.COMPOSITE_SCENES`)."""
     return pairs.sort_by([("scene_id", "ascending"), ("product_id", "ascending")])
 
 

@@ -1,28 +1,24 @@
 """CPU stage after the model: paste the generated crop into the full-resolution scene and encode it.
 
-`composite_pair` is pure (bytes and arrays in, bytes out) and raises only `PairError`. It decodes the scene
-again at full resolution (upright), takes the region `prepare_pair` packed (or rebuilds it from the same mask
-or box), blends the generated crop in with a feathered alpha that is exactly 0 outside the dilated region, and
-encodes.
+`composite_pair` is pure (bytes and arrays in, bytes out) and raises only `PairError`. It decodes the scene again at
+full resolution (upright), takes the region `prepare_pair` packed (or rebuilds it from the same mask or box), blends
+the generated crop in with a feathered alpha that is exactly 0 outside the dilated region, and encodes.
 
 A catalogue run pairs each scene with many products, and the runner orders pairs by scene, so one task often
-composites the same scene several times in a row. The process keeps the last decoded scene (`SceneCache`): the next
-pair with byte-identical scene data skips the full-resolution decode (the largest single cost of this stage), pastes
-into the cached pixels, encodes, and puts back the few pixels it changed. Outputs are the same bytes either way.
-"""
+composites the same scene several times in a row. The process keeps the last decoded scene (`COMPOSITE_SCENES`, a
+`LastEntry`): the next pair with byte-identical scene data skips the full-resolution decode (the largest single cost
+of this stage), pastes into the cached pixels, encodes, and puts back the few pixels it changed. Outputs are the
+same bytes either way."""
 
 from __future__ import annotations
 
 import struct
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import INTERNAL_ERROR, MODEL_ERROR, PairError, unexpected_as_internal
+from pipeline.core.last_entry import LastEntry
 from pipeline.imaging.composite import check_encodable, encode_image, paste_back, paste_box
 from pipeline.imaging.decode import (
     load_rgb,
@@ -58,6 +54,10 @@ def composite_pair(
         return _composite(
             scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, region=region, settings=settings
         )
+
+
+def _small_enough_to_keep(image: Image.Image) -> bool:
+    return image.width * image.height <= KEPT_MAX_PIXELS
 
 
 def _check_generated(generated: object) -> np.ndarray:
@@ -119,7 +119,7 @@ def _composite(
     def decode() -> Image.Image:
         return transpose_upright(load_rgb(scene, what="scene")[0], orientation)
 
-    with COMPOSITE_SCENES.pixels(scene_bytes, decode) as upright:
+    with COMPOSITE_SCENES.borrow(bytes(scene_bytes), decode, keep=_small_enough_to_keep) as upright:
         changed = paste_box(upright.size, window, found, dilate_px=settings.dilate_px)
         saved = upright.crop(changed) if changed else None
         try:
@@ -131,60 +131,10 @@ def _composite(
     return encoded, size
 
 
-@dataclass
-class _Decoded:
-    data: bytes  # the encoded scene the pixels come from: a hit needs byte-identical data, not a matching id
-    image: Image.Image  # upright RGB at full resolution
-
-
-class SceneCache:
-    """The last decoded scene of this process, reused when the next pair brings the same scene bytes.
-
-    One entry: pairs are ordered by scene, so hits come from consecutive pairs, and memory stays bounded (a 12 MP
-    scene is 48 MB as a Pillow RGB image). Scenes over `max_pixels` are never kept. Comparing the bytes is far cheaper
-    than decoding them. A caller that finds the entry in use (another thread)
-    decodes its own copy. The caller must leave the pixels as it found them (`_composite` puts back what it pasted).
-    """
-
-    def __init__(self, max_pixels: int = 25_000_000) -> None:
-        self.max_pixels = max_pixels
-        self._entry: _Decoded | None = None
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    @contextmanager
-    def pixels(self, data: bytes, decode: Callable[[], Image.Image]) -> Iterator[Image.Image]:
-        if not self._lock.acquire(blocking=False):
-            yield decode()
-            return
-        try:
-            entry = self._entry
-            if entry is not None and entry.data == data:  # bytes compare their lengths first
-                self.hits += 1
-            else:
-                self._entry = None  # free the old scene before decoding the new one
-                self.misses += 1
-                image = decode()
-                if image.width * image.height > self.max_pixels:
-                    yield image
-                    return
-                entry = self._entry = _Decoded(bytes(data), image)
-            try:
-                yield entry.image
-            except BaseException:
-                self._entry = None  # the pixels may not have been put back
-                raise
-        finally:
-            self._lock.release()
-
-    def clear(self) -> None:
-        """Forget the entry and reset the counters."""
-        with self._lock:
-            self._entry = None
-            self.hits = self.misses = 0
-
-
-COMPOSITE_SCENES = SceneCache()  # the scene `composite_pair` (stage `composite_row`) decoded last in this process
+# Scenes larger than this are decoded for their pair only (a 12 MP scene is 48 MB as RGB pixels).
+KEPT_MAX_PIXELS = 25_000_000
+# The scene `composite_pair` (stage `composite_row`) decoded last in this process.
+COMPOSITE_SCENES: LastEntry[Image.Image] = LastEntry()
 
 
 def unpack_region(data: bytes) -> Region:

@@ -1,23 +1,22 @@
 """CPU stage before the model: decode a (scene, product) pair and build the model's inputs.
 
 `prepare_pair` is pure (bytes in, arrays out) and raises only `PairError`. The scene is decoded at reduced
-resolution when it is a JPEG and the context window keeps at least `resolution` pixels across (draft
-decoding), and only the window is cropped, resampled and turned upright.
+resolution when it is a JPEG and the context window keeps at least `resolution` pixels across (draft decoding), and
+only the window is cropped, resampled and turned upright.
 
 Everything but the hint and the reference depends on the scene and its region only. The runner orders pairs by
-scene, so the process keeps that part for the last scene it prepared (`SceneMemo`): the next pair with byte-identical
-scene and mask data, the same box and the same settings decodes only its product.
-"""
+scene, so the process keeps that part for the last scene it prepared (`PREPARE_SCENES`, a `LastEntry`): the next
+pair with byte-identical scene and mask data, the same box and the same settings decodes only its product."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import unexpected_as_internal
+from pipeline.core.last_entry import LastEntry
 from pipeline.imaging.collage import hint_rectangle, make_hint, make_reference
 from pipeline.imaging.composite import check_encodable
 from pipeline.imaging.crop import crop_resized
@@ -64,13 +63,18 @@ def prepare_pair(
         return _prepare(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
 
 
+def _box_key(box: object) -> tuple | None:
+    return None if box is None else tuple(box)  # type: ignore[arg-type]
+
+
 def _prepare(
     scene_bytes: bytes, product_bytes: bytes, *, mask_bytes: bytes | None, box: object, settings: ImageSettings
 ) -> PreparedPair:
     res = settings.resolution
     # Without a memo hit the scene's work is split around the product's header check, keeping the order of checks
     # (cheap header and region checks of both images before the scene's pixels are decoded).
-    prepared = PREPARE_SCENES.lookup(scene_bytes, mask_bytes, box, settings)
+    key = (bytes(scene_bytes), None if mask_bytes is None else bytes(mask_bytes), _box_key(box), settings)
+    prepared = PREPARE_SCENES.get(key)
     if prepared is None:
         scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
         orientation = read_orientation(scene, what="scene")
@@ -92,7 +96,7 @@ def _prepare(
             scene_size=size,
             region=region.pack(),
         )
-        PREPARE_SCENES.store(scene_bytes, mask_bytes, box, settings, prepared)
+        PREPARE_SCENES.put(key, prepared)
     mask_crop = prepared.mask_crop
 
     # Decode the product only as large as its two uses need (hint rectangle and reference), by JPEG draft.
@@ -122,51 +126,8 @@ class PreparedScene:
     region: bytes
 
 
-class SceneMemo:
-    """The `PreparedScene` of the last scene this process prepared, for the next pair of the same scene.
-
-    A hit needs byte-identical scene and mask data (comparing bytes is far cheaper than decoding them), an equal box
-    and equal settings: ids are never trusted to mean equal content. One entry, a few MB at most. Failures are not
-    remembered: a bad scene fails each pair anew.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: tuple | None = None
-        self._value: PreparedScene | None = None
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def _same(a: tuple, b: tuple) -> bool:
-        return all(x is y or (type(x) is type(y) and x == y) for x, y in zip(a, b, strict=True))
-
-    def lookup(
-        self, scene: bytes, mask: bytes | None, box: object, settings: ImageSettings
-    ) -> PreparedScene | None:
-        key = (scene, mask, box, settings)
-        with self._lock:
-            if self._key is not None and self._same(self._key, key):
-                self.hits += 1
-                return self._value
-            self.misses += 1
-            return None
-
-    def store(
-        self, scene: bytes, mask: bytes | None, box: object, settings: ImageSettings, value: PreparedScene
-    ) -> None:
-        """Remember `value` (built from valid inputs: `box`, if any, is 4 numbers)."""
-        box = None if box is None else tuple(box)  # type: ignore[arg-type]
-        with self._lock:
-            self._key, self._value = (bytes(scene), None if mask is None else bytes(mask), box, settings), value
-
-    def clear(self) -> None:
-        """Forget the entry and reset the counters."""
-        with self._lock:
-            self._key = self._value = None
-            self.hits = self.misses = 0
-
-
-PREPARE_SCENES = SceneMemo()  # the scene `prepare_pair` (stage `prepare_row`) prepared last in this process
+# The scene `prepare_pair` (stage `prepare_row`) prepared last in this process.
+PREPARE_SCENES: LastEntry[PreparedScene] = LastEntry()
 
 
 def _scene_crop(

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
+from pipeline.core.last_entry import LastEntry
 from pipeline.core.model_sources import NOOP_MODEL
-from pipeline.core.storage import LastFile, join, read_bytes, storage_options, write_bytes
+from pipeline.core.storage import S3Config, join, read_bytes, storage_options, write_bytes
 from pipeline.inference.config import RunConfig
 from pipeline.inference.keys import image_key
 from pipeline.inference.metadata_row import metadata_row
@@ -29,7 +30,13 @@ ARRAY_COLUMNS = ("scene_crop", "mask_crop", "hint", "reference")
 
 # Per process, the scene and mask files the CPU stages read last: a scene's pairs arrive together, so each stage
 # reads a scene once per run of its pairs, and no scene bytes travel between the stages.
-PREPARE_SCENE_FILE, PREPARE_MASK_FILE, COMPOSITE_SCENE_FILE = LastFile(), LastFile(), LastFile()
+PREPARE_SCENE_FILE: LastEntry[bytes] = LastEntry()
+PREPARE_MASK_FILE: LastEntry[bytes] = LastEntry()
+COMPOSITE_SCENE_FILE: LastEntry[bytes] = LastEntry()
+
+
+def _read_last(cache: LastEntry[bytes], uri: str, s3: S3Config) -> bytes:
+    return cache.get_or_make(uri, lambda: read_bytes(uri, s3))
 
 
 def parse_box(raw: str | None) -> tuple[int, int, int, int] | None:
@@ -73,9 +80,9 @@ def prepare_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     }
     try:
         box = parse_box(row["box"])
-        scene_bytes = PREPARE_SCENE_FILE.read(row["scene_uri"], cfg.s3)
+        scene_bytes = _read_last(PREPARE_SCENE_FILE, row["scene_uri"], cfg.s3)
         product_bytes = read_bytes(row["product_uri"], cfg.s3)
-        mask_bytes = PREPARE_MASK_FILE.read(row["mask_uri"], cfg.s3) if row["mask_uri"] else None
+        mask_bytes = _read_last(PREPARE_MASK_FILE, row["mask_uri"], cfg.s3) if row["mask_uri"] else None
         prepared = prepare_pair(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
         arrays.update(scene_crop=prepared.scene_crop, mask_crop=prepared.mask_crop, hint=prepared.hint,
                       reference=prepared.reference)
@@ -172,7 +179,7 @@ def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         try:
             # Inside the try: an id that cannot be a key (empty) fails this pair, never the task and the job.
             key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
-            scene_bytes = COMPOSITE_SCENE_FILE.read(row["scene_uri"], cfg.s3)
+            scene_bytes = _read_last(COMPOSITE_SCENE_FILE, row["scene_uri"], cfg.s3)
             encoded, _ = composite_pair(
                 scene_bytes, row["generated"], tuple(int(v) for v in row["window"]),
                 region=row["region"], settings=settings,

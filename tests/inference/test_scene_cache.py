@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from pipeline.core.errors import PairError
+from pipeline.core.last_entry import LastEntry
 from pipeline.imaging.decode import decode_image
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference import postprocess
-from pipeline.inference.postprocess import SceneCache, composite_pair
+from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
 from pipeline.synthetic.images import encode, exif_with_orientation, noise, photo
 
@@ -19,7 +20,7 @@ RES = 64
 
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch):
-    cache = SceneCache()
+    cache = LastEntry()
     monkeypatch.setattr(postprocess, "COMPOSITE_SCENES", cache)
     return cache
 
@@ -50,7 +51,7 @@ def test_consecutive_pairs_of_one_scene_decode_it_once_and_match_fresh_decodes(f
 
     assert got == expected  # byte for byte: the cached pixels are the scene's, not the previous pair's composite
     assert (fresh_cache.misses, fresh_cache.hits) == (1, 2)
-    with fresh_cache.pixels(scene, lambda: pytest.fail("the scene should be cached")) as pixels:
+    with fresh_cache.borrow(scene, lambda: pytest.fail("the scene should be cached")) as pixels:
         assert np.array_equal(np.asarray(pixels), np.asarray(decode_image(scene, max_pixels=10**8)))
 
 
@@ -84,18 +85,21 @@ def test_a_failed_encode_drops_the_entry_and_the_next_pair_is_still_right(fresh_
     assert fresh_cache.hits == 0  # the entry was dropped after the failure: decoded again
 
 
-def test_large_scenes_are_not_kept_and_a_busy_cache_decodes_a_private_copy():
-    cache = SceneCache(max_pixels=100)
+def test_large_scenes_are_not_kept_and_a_busy_cache_decodes_a_private_copy(monkeypatch):
+    monkeypatch.setattr(postprocess, "KEPT_MAX_PIXELS", 100)
+    keep = postprocess._small_enough_to_keep
+    cache = LastEntry()
     image = Image.new("RGB", (20, 10))
-    with cache.pixels(b"big", lambda: image) as pixels:
+    with cache.borrow(b"big", lambda: image, keep=keep) as pixels:
         assert pixels is image
-    with cache.pixels(b"big", lambda: image.copy()) as pixels:
+    with cache.borrow(b"big", lambda: image.copy(), keep=keep) as pixels:
         assert pixels is not image  # not kept: decoded again
     assert cache.hits == 0 and cache.misses == 2
 
-    cache = SceneCache()
+    cache = LastEntry()
+    small = Image.new("RGB", (10, 10))
     # While one user holds the entry, another gets a private copy.
-    with cache.pixels(b"a", lambda: image) as outer, cache.pixels(b"a", lambda: image.copy()) as inner:
+    with cache.borrow(b"a", lambda: small, keep=keep) as outer, cache.borrow(b"a", lambda: small.copy()) as inner:
         assert inner is not outer
-    with cache.pixels(b"a", lambda: pytest.fail("cached")) as again:
-        assert again is image
+    with cache.borrow(b"a", lambda: pytest.fail("cached"), keep=keep) as again:
+        assert again is small
