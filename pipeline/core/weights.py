@@ -53,8 +53,8 @@ def check_weights_location(
     folder holding at least one .safetensors file (pickles beside it are ignored, never read).
 
     Every error starts with `where` (the setting and its value, e.g. "model.source s3://b/m"): "cannot be reached"
-    with the storage error, "no {what} there{missing_hint}", "no safetensors weights under it (is it a {what}?)", or
-    the pickle error naming the file. What else the location must hold is the caller's to check.
+    with the storage error, "no {what} there{missing_hint}", "no safetensors weights under it", or the pickle error
+    naming the file. What else the location must hold is the caller's to check.
     """
     if is_pickle(source):
         raise pickle_refused(source, where)
@@ -71,5 +71,5 @@ def check_weights_location(
         pickles = sorted(f for f in files if is_pickle(f))
         if pickles:
             raise pickle_refused(pickles[0], where)
-        raise CheckpointError(f"{where}: no safetensors weights under it (is it a {what}?)")
+        raise CheckpointError(f"{where}: no safetensors weights under it")
     return WeightsLocation(fs=fs, path=path, is_dir=is_dir, files=files)
