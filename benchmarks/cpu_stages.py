@@ -5,8 +5,8 @@ the region as a PNG mask (the `mask` case, the headline) or as a box (the `box` 
 crop itself (what the no-op model returns). Time is this process's CPU time (all its threads), so it is the CPU a
 machine must supply per pair, whatever else runs; the median of `repeats` runs is reported.
 
-The breakdown wraps the functions the two stages call (decode, mask, collage, paste-back, encode) with timers for the
-measurement only, so it describes the code that runs in production; `other` is what no wrapped function covers.
+The breakdown is what the two stages measure of their own steps (`pipeline.inference.step_times`: decode, mask,
+collage, paste-back, encode), so it describes the code that runs in production; `other` is what no step covers.
 
 `floors` times the bare codec calls (Pillow, as the stages use it) on the same inputs: what any pixel-domain
 composite must spend however the rest is written. The scene is entropy-decoded twice (drafted for the model crop,
@@ -17,13 +17,10 @@ avoids).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -32,62 +29,10 @@ import pipeline.inference.postprocess as post
 import pipeline.inference.preprocess as pre
 from benchmarks.images import PairInputs, pair_inputs
 from benchmarks.measure import cpu_ms
-from pipeline.imaging import masks
 from pipeline.imaging.settings import ImageSettings
+from pipeline.inference.step_times import STEPS, StepTimes
 
-CATEGORIES = ("decode", "mask", "collage", "paste_back", "encode", "other")
-
-# (module, attribute, category): the leaves of the two stages' call trees. Attributes a module lacks are skipped.
-_WRAPPED = [
-    (pre, "open_image", "decode"),
-    (pre, "load_rgb", "decode"),
-    (pre, "transpose_upright", "decode"),
-    (pre, "build_region", "mask"),
-    (pre, "crop_resized", "collage"),
-    (pre, "hint_rectangle", "collage"),
-    (pre, "make_hint", "collage"),
-    (pre, "make_reference", "collage"),
-    (post, "open_image", "decode"),
-    (post, "load_rgb", "decode"),
-    (post, "transpose_upright", "decode"),
-    (post, "build_region", "mask"),
-    (post, "paste_back", "paste_back"),
-    (post, "encode_image", "encode"),
-    (masks.Region, "resized_crop", "mask"),
-    (masks.Region, "pack", "mask"),
-    (masks.Region, "unpack", "mask"),
-]
-
-
-@contextlib.contextmanager
-def _instrumented(totals: dict[str, float]) -> Iterator[None]:
-    saved: list[tuple[Any, str, Any]] = []
-
-    def timed(fn: Callable[..., Any], category: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                totals[category] += time.process_time() - start
-
-        return wrapper
-
-    try:
-        for owner, name, category in _WRAPPED:
-            raw = owner.__dict__.get(name)
-            if raw is None:
-                continue
-            saved.append((owner, name, raw))
-            if isinstance(raw, classmethod):
-                setattr(owner, name, classmethod(timed(raw.__func__, category)))
-            else:
-                setattr(owner, name, timed(raw, category))
-        yield
-    finally:
-        for owner, name, raw in reversed(saved):
-            setattr(owner, name, raw)
+CATEGORIES = (*STEPS, "other")
 
 
 def forget_scenes() -> None:
@@ -104,17 +49,18 @@ def run_pair(inputs: PairInputs, settings: ImageSettings, *, use_mask: bool, sha
     """
     if not shared:
         forget_scenes()
-    totals: dict[str, float] = defaultdict(float)
+    times = StepTimes()
     mask, box = (inputs.mask, None) if use_mask else (None, inputs.box)
-    with _instrumented(totals):
-        start = time.process_time()
-        prepared = pre.prepare_pair(inputs.scene, inputs.product, mask_bytes=mask, box=box, settings=settings)
-        middle = time.process_time()
-        post.composite_pair(
-            inputs.scene, prepared.scene_crop, prepared.window, settings=settings,
-            **_region_kwargs(prepared, mask, box),
-        )
-        end = time.process_time()
+    start = time.process_time()
+    prepared = pre.prepare_pair(inputs.scene, inputs.product, mask_bytes=mask, box=box, settings=settings,
+                                times=times)
+    middle = time.process_time()
+    post.composite_pair(
+        inputs.scene, prepared.scene_crop, prepared.window, settings=settings, times=times,
+        **_region_kwargs(prepared, mask, box),
+    )
+    end = time.process_time()
+    totals: dict[str, float] = dict(times.seconds)
     totals["preprocess"], totals["postprocess"] = middle - start, end - middle
     totals["total"] = end - start
     totals["other"] = totals["total"] - sum(totals[c] for c in CATEGORIES if c != "other")

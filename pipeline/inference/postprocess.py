@@ -31,6 +31,7 @@ from pipeline.imaging.decode import (
 from pipeline.imaging.geometry import Box
 from pipeline.imaging.masks import Region, build_region
 from pipeline.imaging.settings import ImageSettings
+from pipeline.inference.step_times import StepTimes
 
 
 def composite_pair(
@@ -42,17 +43,20 @@ def composite_pair(
     box: tuple | None = None,
     region: bytes | None = None,
     settings: ImageSettings,
+    times: StepTimes | None = None,
 ) -> tuple[bytes, tuple[int, int]]:
     """Returns (encoded image, (W, H) of the upright scene). Raises only `PairError`.
 
     `generated` is uint8 (h, w, 3) covering `window` (normally R x R from the model); `window` is the one
     `prepare_pair` returned. The region is `region`, the `PreparedPair.region` bytes of the same pair (the
     pipeline's way: the mask is not decoded again), or else rebuilt from exactly one of `mask_bytes` and `box`.
-    The output keeps the scene's RGB ICC profile, and has no EXIF.
+    The output keeps the scene's RGB ICC profile, and has no EXIF. `times`, when given, gets the CPU time of each
+    step (decode, mask, paste_back, encode).
     """
     with unexpected_as_internal("compositing the pair"):
         return _composite(
-            scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, region=region, settings=settings
+            scene_bytes, generated, window, mask_bytes=mask_bytes, box=box, region=region, settings=settings,
+            times=times if times is not None else StepTimes(),
         )
 
 
@@ -97,37 +101,48 @@ def _composite(
     box: object,
     region: bytes | None,
     settings: ImageSettings,
+    times: StepTimes,
 ) -> tuple[bytes, tuple[int, int]]:
     generated = _check_generated(generated)
-    scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
-    orientation = read_orientation(scene, what="scene")
+    with times.step("decode"):
+        scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
+        orientation = read_orientation(scene, what="scene")
     size = upright_size(scene.size, orientation)
     check_encodable(size, settings.output_format)
     if region:
         if mask_bytes is not None or box is not None:
             raise ValueError("give the region either packed (region) or as mask_bytes / box, not both")
-        found = unpack_region(region)
+        with times.step("mask"):
+            found = unpack_region(region)
         if found.size != size:
             raise PairError(
                 INTERNAL_ERROR, f"the packed region is for a {found.size} scene, this scene is {size}: wrong pair"
             )
     else:
-        found = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+        with times.step("mask"):
+            found = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
     window = _check_window(window, found.bbox)
     icc_profile = rgb_icc_profile(scene)
 
     def decode() -> Image.Image:
-        return transpose_upright(load_rgb(scene, what="scene")[0], orientation)
+        with times.step("decode"):
+            return transpose_upright(load_rgb(scene, what="scene")[0], orientation)
 
     with COMPOSITE_SCENES.borrow(bytes(scene_bytes), decode, keep=_small_enough_to_keep) as upright:
-        changed = paste_box(upright.size, window, found, dilate_px=settings.dilate_px)
-        saved = upright.crop(changed) if changed else None
+        with times.step("paste_back"):
+            changed = paste_box(upright.size, window, found, dilate_px=settings.dilate_px)
+            saved = upright.crop(changed) if changed else None
         try:
-            paste_back(upright, generated, window, found, dilate_px=settings.dilate_px, feather_px=settings.feather_px)
-            encoded = encode_image(upright, settings.output_format, settings.output_quality, icc_profile=icc_profile)
+            with times.step("paste_back"):
+                paste_back(upright, generated, window, found, dilate_px=settings.dilate_px,
+                           feather_px=settings.feather_px)
+            with times.step("encode"):
+                encoded = encode_image(upright, settings.output_format, settings.output_quality,
+                                       icc_profile=icc_profile)
         finally:
             if saved is not None:
-                upright.paste(saved, changed[:2])  # the cached scene is the scene again
+                with times.step("paste_back"):
+                    upright.paste(saved, changed[:2])  # the cached scene is the scene again
     return encoded, size
 
 

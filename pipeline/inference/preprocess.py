@@ -30,6 +30,7 @@ from pipeline.imaging.decode import (
 from pipeline.imaging.geometry import Box, context_window, draft_factor, upright_to_stored_box
 from pipeline.imaging.masks import build_region
 from pipeline.imaging.settings import ImageSettings
+from pipeline.inference.step_times import StepTimes
 
 
 @dataclass
@@ -52,15 +53,18 @@ def prepare_pair(
     mask_bytes: bytes | None,
     box: tuple | None,
     settings: ImageSettings,
+    times: StepTimes | None = None,
 ) -> PreparedPair:
     """Decode, find the context window, crop, and build hint and reference. Raises only `PairError`.
+    `times`, when given, gets the CPU time of each step (decode, mask, collage).
 
     Cheap checks first (headers, box or mask, output limits), pixels after. The window is
     `context_window(bbox, margin=context_margin, min_side=resolution, min_margin=dilate_px)`, so paste-back
     never needs pixels outside it.
     """
     with unexpected_as_internal("preparing the pair"):
-        return _prepare(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings)
+        return _prepare(scene_bytes, product_bytes, mask_bytes=mask_bytes, box=box, settings=settings,
+                        times=times if times is not None else StepTimes())
 
 
 def _box_key(box: object) -> tuple | None:
@@ -68,7 +72,13 @@ def _box_key(box: object) -> tuple | None:
 
 
 def _prepare(
-    scene_bytes: bytes, product_bytes: bytes, *, mask_bytes: bytes | None, box: object, settings: ImageSettings
+    scene_bytes: bytes,
+    product_bytes: bytes,
+    *,
+    mask_bytes: bytes | None,
+    box: object,
+    settings: ImageSettings,
+    times: StepTimes,
 ) -> PreparedPair:
     res = settings.resolution
     # Without a memo hit the scene's work is split around the product's header check, keeping the order of checks
@@ -76,39 +86,49 @@ def _prepare(
     key = (bytes(scene_bytes), None if mask_bytes is None else bytes(mask_bytes), _box_key(box), settings)
     prepared = PREPARE_SCENES.get(key)
     if prepared is None:
-        scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
-        orientation = read_orientation(scene, what="scene")
+        with times.step("decode"):
+            scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
+            orientation = read_orientation(scene, what="scene")
         stored_size = scene.size
         size = upright_size(stored_size, orientation)
         check_encodable(size, settings.output_format)
-        region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
-    product = open_image(product_bytes, max_pixels=settings.max_pixels, what="product")
-    product_orientation = read_orientation(product, what="product")
+        with times.step("mask"):
+            region = build_region(size, mask_bytes=mask_bytes, box=box, max_pixels=settings.max_pixels)
+    with times.step("decode"):
+        product = open_image(product_bytes, max_pixels=settings.max_pixels, what="product")
+        product_orientation = read_orientation(product, what="product")
 
     if prepared is None:
         window = context_window(
             region.bbox, size, margin=settings.context_margin, min_side=res, min_margin=settings.dilate_px
         )
-        prepared = PreparedScene(
-            scene_crop=_scene_crop(scene, stored_size, orientation, window, res),
-            mask_crop=region.resized_crop(window, res),
-            window=window,
-            scene_size=size,
-            region=region.pack(),
-        )
+        scene_crop = _scene_crop(scene, stored_size, orientation, window, res, times)
+        with times.step("mask"):
+            prepared = PreparedScene(
+                scene_crop=scene_crop,
+                mask_crop=region.resized_crop(window, res),
+                window=window,
+                scene_size=size,
+                region=region.pack(),
+            )
         PREPARE_SCENES.put(key, prepared)
     mask_crop = prepared.mask_crop
 
     # Decode the product only as large as its two uses need (hint rectangle and reference), by JPEG draft.
-    rect = hint_rectangle(mask_crop, upright_size(product.size, product_orientation))
+    with times.step("collage"):
+        rect = hint_rectangle(mask_crop, upright_size(product.size, product_orientation))
     needed = max(rect[2] - rect[0], rect[3] - rect[1], settings.reference_size)
-    product_rgb, _ = load_rgb(product, reduction=draft_factor(max(product.size), needed), what="product")
-    product_rgb = transpose_upright(product_rgb, product_orientation)
+    with times.step("decode"):
+        product_rgb, _ = load_rgb(product, reduction=draft_factor(max(product.size), needed), what="product")
+        product_rgb = transpose_upright(product_rgb, product_orientation)
+    with times.step("collage"):
+        hint = make_hint(product_rgb, mask_crop, rect=rect)
+        reference = make_reference(product_rgb, settings.reference_size)
     return PreparedPair(
         scene_crop=prepared.scene_crop.copy(),  # the memo keeps its own arrays: callers may write into theirs
         mask_crop=mask_crop.copy(),
-        hint=make_hint(product_rgb, mask_crop, rect=rect),
-        reference=make_reference(product_rgb, settings.reference_size),
+        hint=hint,
+        reference=reference,
         window=prepared.window,
         scene_size=prepared.scene_size,
         region=prepared.region,
@@ -131,11 +151,13 @@ PREPARE_SCENES: LastEntry[PreparedScene] = LastEntry()
 
 
 def _scene_crop(
-    scene: Image.Image, stored_size: tuple[int, int], orientation: int, window: Box, res: int
+    scene: Image.Image, stored_size: tuple[int, int], orientation: int, window: Box, res: int, times: StepTimes
 ) -> np.ndarray:
     """The window of the scene at res x res, upright: decoded (drafted), cropped and resampled in the stored
     orientation, and only the small result transposed."""
-    rgb, factor = load_rgb(scene, reduction=draft_factor(window[2] - window[0], res), what="scene")
+    with times.step("decode"):
+        rgb, factor = load_rgb(scene, reduction=draft_factor(window[2] - window[0], res), what="scene")
     x0, y0, x1, y1 = upright_to_stored_box(window, stored_size, orientation)
-    crop = crop_resized(rgb, (x0 / factor, y0 / factor, x1 / factor, y1 / factor), (res, res))
-    return np.array(transpose_upright(crop, orientation))
+    with times.step("collage"):
+        crop = crop_resized(rgb, (x0 / factor, y0 / factor, x1 / factor, y1 / factor), (res, res))
+        return np.array(transpose_upright(crop, orientation))
