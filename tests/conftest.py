@@ -15,13 +15,20 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-bench", action="store_true",
+                     help="also run the tests marked bench: benchmark parts end to end (make test-bench)")
+
+
 def pytest_collection_modifyitems(config, items):
-    if _cuda_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skip_bench = pytest.mark.skip(reason="a benchmark part end to end: make test-bench (pytest --run-bench) runs it")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    cuda = _cuda_available()
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "bench" in item.keywords and not config.getoption("--run-bench"):
+            item.add_marker(skip_bench)
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture(autouse=True)

@@ -79,7 +79,7 @@ def test_sleeping_noop_sleeps_per_batch(monkeypatch):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
+@pytest.mark.bench
 def test_memory_part_reports_a_stopped_run_as_partial(tmp_path):
     report = memory.bench_memory((16, 50_000), workdir=tmp_path, max_seconds=45)
     small, large = report["runs"]
@@ -94,7 +94,7 @@ def test_memory_part_reports_a_stopped_run_as_partial(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
+@pytest.mark.bench
 def test_cluster_part_places_one_actor_per_fake_gpu(tmp_path):
     plan = cluster.ClusterPlan(pairs=48, actors=(1, 2), sleep_s=0.1, batch_size=4, cpu_nodes=1, cpus_per_node=2,
                                object_store_mib=128)

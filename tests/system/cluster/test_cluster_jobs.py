@@ -157,7 +157,7 @@ def test_invalid_config_fails_before_any_gpu_is_requested(cluster, job_dir, tmp_
 
 
 def test_submit_tool_submits_a_backfill_shard_and_refuses_it_twice(cluster, job_dir, tmp_path, s3_server, s3_bucket):
-    config = _job_config(s3_server, s3_bucket, "backfill-s1", model={"source": "noop"},
+    config = _job_config(s3_server, s3_bucket, "backfill-s1", model={"source": "noop", "allow_random_weights": True},
                          selection={"shard_count": 2, "shard_index": 1})
     (job_dir / "backfill.yaml").write_text(yaml.safe_dump(config))
     first = _submit_tool(cluster, tmp_path, "backfill", "--config", str(job_dir / "backfill.yaml"), "--wait")
