@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "model.source=demo",
         "sampling.resolution=64",
         "sampling.steps=20",
-        # The demo model's best on held-out pairs (guidance 1 to 5: 20.6, 20.6, 20.4, 19.6 dB region PSNR).
+        # The demo model's best guidance on held-out pairs (benchmarks/README.md, demo_quality).
         "sampling.guidance=2.0",
         "pairing.scenes_per_product=2",
         "output.format=png",

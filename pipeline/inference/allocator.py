@@ -3,21 +3,18 @@ arenas, Arrow's buffers from that malloc (its "system" pool) rather than from th
 driver a fixed mmap threshold (`map_large_blocks`), so that large blocks freed go back to the system.
 
 glibc gives each new thread its own arena, up to 8 per core, and an arena keeps the memory its thread freed. The
-driver's native threads (Ray's core worker and Ray Data's executor, over 30 of them) allocate and free small buffers
-for every block; with 16 arenas on 2 cores the driver's private memory grew by about 0.5 KiB a pair while what it
-had in use stayed flat (benchmarks/README.md, "Catalogue scale"). With 2 arenas the freed memory is reused. This is
+driver's native threads (Ray's core worker and Ray Data's executor, dozens of them) allocate and free small buffers
+for every block, so with many arenas the driver's private memory grew with the run while what it had in use stayed
+flat; with 2 arenas the freed memory is reused (the figures: benchmarks/README.md, "Catalogue scale"). This is
 `MALLOC_ARENA_MAX=2` set from inside the process, for a driver that `ray job submit` starts without that variable;
 the variable itself is set for the processes started after it (a local Ray's GCS, raylet and workers, whose task
 workers live through the run), and infra/runtime_env.yaml sets it for a cluster's workers.
 
 Arrow's default pool, mimalloc, keeps the pages it freed in the process's private memory (it gives them back with
-MADV_FREE, which the kernel reclaims only under pressure): the task worker that reads a segment's plan (about 50k
-pairs, 13 Parquet parts) stayed 130 MiB larger for the rest of the run, which the memory bench counted as worker
-growth (1.95x the 1k run at 100k pairs). With the system pool the same read leaves it 35 MiB larger (measured
-alone: a peak of 220 MiB with mimalloc, 121 MiB with the system pool). The choice is
-the variable ARROW_DEFAULT_MEMORY_POOL, which Arrow reads when a process first allocates: set here for the
-processes started from now on unless the environment already names a pool (and in infra/runtime_env.yaml), and
-applied to this process through `pyarrow.set_memory_pool`.
+MADV_FREE, which the kernel reclaims only under pressure): a task worker that read a segment's plan stayed larger
+for the rest of the run. The choice is the variable ARROW_DEFAULT_MEMORY_POOL, which Arrow reads when a process
+first allocates: set here for the processes started from now on unless the environment already names a pool (and in
+infra/runtime_env.yaml), and applied to this process through `pyarrow.set_memory_pool`.
 """
 
 from __future__ import annotations

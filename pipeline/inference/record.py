@@ -184,7 +184,7 @@ class RowTally:
 
 def tally_rows(cfg: RunConfig) -> RowTally:
     """The run folder's rows, counted part by part, each part read alone by one thread (`ParquetFile`): a dataset
-    scan over a 1M-pair run's 1,000 parts left the driver about 60 MiB larger at the end of the run, this 5 MiB."""
+    scan over all parts keeps the driver larger after a catalogue-sized run (benchmarks/README.md)."""
     tally = RowTally()
     dataset = metadata_dataset(cfg)
     for path in dataset.files if dataset is not None else []:

@@ -131,9 +131,9 @@ SMALL = DTCConfig(
     adapter_widths=(16, 32, 64),
     default_resolution=64,
     init_on_target_device=False,
-    # Velocity prediction (SD 2's): trained from nothing on 2 CPU cores, the demo model filled held-out regions at
-    # about 13.7 dB region PSNR after 1,000 steps predicting the noise, 18 dB after 600 predicting the velocity: the
-    # clean image is a direct target at high noise, where an undertrained noise predictor leaves colour noise.
+    # Velocity prediction (SD 2's): trained from nothing on 2 CPU cores, the demo model filled held-out regions far
+    # better predicting the velocity than the noise (README, "The demo model"): the clean image is a direct target at
+    # high noise, where an undertrained noise predictor leaves colour noise.
     scheduler=dict(SD_SCHEDULER_CONFIG, prediction_type="v_prediction"),
 )
 

@@ -27,7 +27,7 @@ from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-# Weights come from paths and object stores we control, never from a model hub (see DESIGN.md).
+# Weights come from paths and object stores we control, never from a model hub.
 HUB_PROTOCOLS = ("hf", "huggingface")
 
 

@@ -1,7 +1,7 @@
 """The 9-channel UNet's input: its two public layouts, and the one way its parts are prepared and put together.
 
-Public 9-channel inpainting UNets were trained on one of two channel orders (DESIGN.md, "Input layouts of the
-9-channel UNet"), and a UNet fed the other order computes nonsense:
+Public 9-channel inpainting UNets were trained on one of two channel orders (the README's `input_layout` table), and
+a UNet fed the other order computes nonsense:
 
 - `paint_by_example` (diffusers' `PaintByExamplePipeline`): `[noisy latent, masked-scene latent, keep-mask]`, the
   keep-mask being 1 outside the region to fill and 0 inside it;
