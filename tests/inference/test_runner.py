@@ -4,7 +4,6 @@ worker_lost rows of pairs a pass returned nothing for, and how `run` accounts fo
 from __future__ import annotations
 
 import json
-import logging
 import re
 
 import pyarrow as pa
@@ -13,7 +12,7 @@ import ray
 
 from pipeline.core.errors import JobError, RunStopped
 from pipeline.core.model_sources import MODEL_NAMES
-from pipeline.inference import checks, planning, ray_runtime, record, runner
+from pipeline.inference import checks, planning, record, runner
 from pipeline.inference.config import RunConfig
 from pipeline.inference.metadata_row import ROW_SCHEMA, metadata_row
 from pipeline.inference.pairing import PAIR_SCHEMA
@@ -254,31 +253,3 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
     assert records["a"]["provenance"]["training"]["steps"] == 10
     assert records["b"]["hint_branch_trained"] is False
     assert records["c"] == {"source": "tiny", "hint_branch_trained": False, "provenance": None}
-
-
-def test_a_local_ray_has_cpus_for_one_task_of_every_stage(monkeypatch):
-    compute = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
-                        compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 2}).compute
-    assert ray_runtime.stage_cpus(compute) == 1 + 2 * 1.0 + 2 * 1.0  # repartition, preprocess, postprocess, actors
-    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 2)
-    assert ray_runtime.local_cpus(compute) == 5
-    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 64)
-    assert ray_runtime.local_cpus(compute) == 64  # never fewer than the cores
-    fractional = compute.model_copy(update={"cpus_per_task": 0.25, "cpus_per_actor": 0.5, "gpu_actors_max": 1})
-    monkeypatch.setattr(ray_runtime.os, "cpu_count", lambda: 1)
-    assert ray_runtime.local_cpus(fractional) == 2  # 2.0 exactly: no rounding up past it
-
-
-def test_a_cluster_with_fewer_cpus_than_the_stages_need_is_named(ray_local, caplog):
-    cfg = RunConfig(run_id="r", catalogue_uri="c", scenes_uri="s", output_uri="o",
-                    compute={"cpus_per_task": 1.0, "cpus_per_actor": 1.0, "gpu_actors_max": 1})
-    cpus = ray_local.cluster_resources()["CPU"]
-    with caplog.at_level(logging.WARNING, logger=ray_runtime.log.name):
-        ray_runtime.warn_if_few_cpus(cfg)
-    assert f"has {cpus:g} logical CPUs, fewer than the 4 that" in caplog.text
-    caplog.clear()
-    small = cfg.model_copy(update={"compute": cfg.compute.model_copy(
-        update={"cpus_per_task": 0.25, "cpus_per_actor": 0.0})})
-    with caplog.at_level(logging.WARNING, logger=ray_runtime.log.name):
-        ray_runtime.warn_if_few_cpus(small)
-    assert caplog.text == ""
