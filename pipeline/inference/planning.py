@@ -97,7 +97,7 @@ def _chunks(cfg: RunConfig, manifests: Manifests, choice: Choice) -> ray.data.Da
         assert manifests.pairs_uri is not None, "pairing strategy 'pairs' needs a pairs manifest"
         fs, path = filesystem(manifests.pairs_uri, cfg.s3)
         columns = [c for c in PAIR_SCHEMA.names if c in pairs_dataset(manifests.pairs_uri, cfg.s3).schema.names]
-        return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+        return ray.data.read_parquet(path, filesystem=fs).select_columns(columns)  # pushed down into the read
     return ray.data.from_arrow(choice.catalogue)
 
 

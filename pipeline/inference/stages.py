@@ -10,6 +10,7 @@ import logging
 import math
 import time
 import traceback
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -115,10 +116,12 @@ class Inference:
         # Recorded per pair (metadata `inference_node`), so placement on GPU nodes can be checked after the run.
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         if cfg.model.source == NOOP_MODEL:
+            # Measures the framework alone: no torch to import, no model to build.
             self.sampler: Any = NoopSampler()
             self.model_id = NOOP_MODEL
+            self.batch_type: Any = SimpleNamespace
             return
-        from pipeline.model import DTCSampler, SamplingParams, load_dtc, select_device
+        from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc, select_device
         from pipeline.model.device import torch_dtype
 
         device = select_device()
@@ -129,12 +132,11 @@ class Inference:
         params = SamplingParams(scheduler=cfg.sampling.scheduler, steps=cfg.sampling.steps,
                                 guidance=cfg.sampling.guidance)
         self.sampler = DTCSampler(dtc, params, compile=cfg.model.compile, channels_last=cfg.model.channels_last)
+        self.batch_type = SampleBatch
         log.info("model %s loaded on %s", self.model_id, device)
 
     def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        from pipeline.model import SampleBatch
-
-        return self.sampler.generate(SampleBatch(
+        return self.sampler.generate(self.batch_type(
             scene=batch["scene_crop"][idx], mask=batch["mask_crop"][idx], hint=batch["hint"][idx],
             reference=batch["reference"][idx], seeds=batch["seed"][idx].astype(np.int64),
         ))

@@ -244,10 +244,9 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
     converted = tmp_path / "converted"
     converted.mkdir()
     (converted / "dtc.json").write_text(json.dumps({"provenance": random_provenance("tiny", 0)}))
-    ab = cfg.model_copy(update={"variants": [
-        {"name": "a", "model": {"source": str(trained)}}, {"name": "b", "model": {"source": str(converted)}},
-        {"name": "c", "model": {"source": "tiny"}}]})
-    ab = RunConfig.model_validate(ab.model_dump())
+    variants = [{"name": "a", "model": {"source": str(trained)}}, {"name": "b", "model": {"source": str(converted)}},
+                {"name": "c", "model": {"source": "tiny"}}]
+    ab = RunConfig.model_validate({**cfg.model_dump(), "variants": variants})
     records = checks.model_records(ab)
     assert records["a"]["hint_branch_trained"] is True
     assert records["a"]["provenance"]["training"]["steps"] == 10

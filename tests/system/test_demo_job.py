@@ -31,3 +31,7 @@ def test_the_demo_composites_every_pair_with_the_trained_model(tmp_path):
     assert summary["models"]["default"]["source"] == "demo"
     assert summary["models"]["default"]["hint_branch_trained"] is True
     assert len(list((run / "images" / "default").rglob("*.png"))) == summary["pairs"]
+    # What a newcomer reads: tryall's own progress, not Ray Data's operator tables, and no deprecation of ours.
+    assert f"progress: {summary['pairs']}/{summary['pairs']} pairs (100%), 0 failed" in done.stderr, done.stderr
+    assert "Execution plan of Dataset" not in done.stderr and "Starting execution of Dataset" not in done.stderr
+    assert "is deprecated" not in done.stderr, done.stderr
