@@ -25,20 +25,22 @@ def _setting(cfg: RunConfig, variant: str, name: str) -> str:
     return f"variants.{variant}.{name}" if cfg.variants else name
 
 
+def _not_set(setting: str) -> ConfigError:
+    return ConfigError(f"{setting} is not set: name a trained checkpoint (a path or s3:// URI), or 'demo'")
+
+
 def require_trained_models(cfg: RunConfig) -> None:
     """A production job (nightly, backfill, ab) computes with a model the user named, never a random one by default:
     it would record every pair `ok` with noise where the product goes."""
     for name in cfg.variant_names():
         model = cfg.for_variant(name).model
         if model.source is None:
-            raise ConfigError(f"{_setting(cfg, name, 'model.source')} is not set: name a trained checkpoint (a path "
-                              "or s3:// URI), or 'demo'")
+            raise _not_set(_setting(cfg, name, "model.source"))
         if model.source in UNTRAINED_SOURCES and not model.allow_random_weights:
             raise ConfigError(
                 f"{_setting(cfg, name, 'model.source')}: {model.source!r} has random weights (or none), so every "
                 "image would be noise where the product goes; name a trained checkpoint (a path or s3:// URI, or "
-                "'demo'), "
-                f"or set {_setting(cfg, name, 'model.allow_random_weights')}: true to run it anyway"
+                f"'demo'), or set {_setting(cfg, name, 'model.allow_random_weights')}: true to run it anyway"
             )
 
 
@@ -57,7 +59,7 @@ def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
     inference actor: a job error now, not a failed actor after the GPUs were requested.
     """
     if cfg.model.source is None:
-        raise ConfigError(f"{setting} is not set: name a trained checkpoint (a path or s3:// URI), or 'demo'")
+        raise _not_set(setting)
     source = checkpoint_location(cfg.model.source)  # a packaged model's files are checked like any checkpoint's
     if source in MODEL_NAMES:
         return
