@@ -33,20 +33,15 @@ class Progress:
             return self.line()
         return None
 
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def eta_s(self) -> float | None:
-        """Seconds left at the rate so far; None before the first pair."""
-        rate = self.rate()
-        return (self.total - self.done) / rate if rate > 0 else None
-
     def line(self) -> str:
+        """Rate, elapsed and time left all from one reading of the clock."""
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
         share = 100.0 * self.done / self.total if self.total else 100.0
-        eta = self.eta_s()
-        left = f"about {_duration(eta)} left" if eta is not None and self.done < self.total else "done"
+        left = "done"
+        if rate > 0 and self.done < self.total:
+            left = f"about {_duration((self.total - self.done) / rate)} left"
         return (
             f"progress: {self.done}/{self.total} pairs ({share:.0f}%), {self.failed} failed, "
-            f"{self.rate():.2f} pairs/s, {_duration(time.monotonic() - self.started)} elapsed, {left}"
+            f"{rate:.2f} pairs/s, {_duration(elapsed)} elapsed, {left}"
         )
