@@ -6,7 +6,9 @@ place. Credentials are never passed: s3fs/botocore take them from the standard A
 
 from __future__ import annotations
 
+import mimetypes
 import os
+import posixpath
 import uuid
 from typing import Any
 
@@ -85,6 +87,19 @@ def read_bytes(uri: str, s3: S3Config | None = None) -> bytes:
 TEMP_PREFIX = ".tmp-"
 
 
+# Content types by extension from the standard library's own table (not the machine's mime.types files, so every
+# node agrees), with WebP, which that table lacks before Python 3.13.
+_TYPES = mimetypes.MimeTypes()
+_TYPES.add_type("image/webp", ".webp")
+
+
+def content_type_of(uri: str) -> str | None:
+    """The Content-Type a key's extension names (`.jpg` image/jpeg, `.html` text/html, ...); None when it names none
+    or names a compression (`.gz`: the type of what is inside would be wrong for the bytes stored)."""
+    kind, encoding = _TYPES.guess_type(posixpath.basename(uri))
+    return kind if encoding is None else None
+
+
 def write_bytes(uri: str, data: bytes, s3: S3Config | None = None, *, content_type: str | None = None) -> None:
     """Write so that a reader never sees a partial object under the final key.
 
@@ -92,10 +107,13 @@ def write_bytes(uri: str, data: bytes, s3: S3Config | None = None, *, content_ty
     below 2 x 50 MiB (all our images and parts), and above that a multipart upload, whose object appears only when
     CompleteMultipartUpload succeeds, so it is whole too. A failed or throttled PUT is retried by botocore and
     s3fs. On a local filesystem the bytes go to a temporary sibling first and are renamed into place.
-    `content_type` is the object's Content-Type on S3 (a browser shows a page served from a bucket only as text/html).
+    `content_type` is the object's Content-Type on S3, by default the one the key's extension names: a browser shows
+    an image or a page served from a bucket inline only with its type (S3 otherwise stores binary/octet-stream).
     """
     fs, path = filesystem(uri, s3)
     if not isinstance(fs, LocalFileSystem):
+        content_type = content_type or content_type_of(path)
+        # pipe_file passes it to PutObject, or to CreateMultipartUpload above its chunk size.
         fs.pipe_file(path, data, **({"ContentType": content_type} if content_type else {}))
         return
     parent = os.path.dirname(path)
