@@ -32,7 +32,7 @@ demo-model: setup
 	$(PY) -m pipeline.train.autoencoder --config configs/train-demo-autoencoder.yaml
 	$(PY) -m jobs.train --config configs/train-demo.yaml
 	rm -rf $(DEMO_WEIGHTS)
-	$(PY) -m pipeline.model convert --dtype fp16 --out $(DEMO_WEIGHTS) \
+	$(PY) -m pipeline.model convert --dtype fp16 --steps 20 --guidance 2.0 --out $(DEMO_WEIGHTS) \
 		--from-checkpoint $$(ls -d $(DEMO_BUILD)/runs/demo/checkpoint_[0-9]* | tail -n 1)/model
 	$(PY) -m benchmarks --parts demo_quality --out $(DEMO_BUILD)/quality.json
 

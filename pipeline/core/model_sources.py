@@ -11,7 +11,10 @@ NOOP_MODEL = "noop"
 TINY_MODEL = "tiny"
 SMALL_MODEL = "small"
 SD15_MODEL = "sd15"
-RANDOM_MODELS = (TINY_MODEL, SMALL_MODEL, SD15_MODEL)
+# A FLUX.2 [klein] pipeline of the same architecture as the public ones, tiny and with seeded random weights
+# (pipeline.model.klein_build): tests and CPU benchmarks of the second family.
+KLEIN_TINY_MODEL = "klein-tiny"
+RANDOM_MODELS = (TINY_MODEL, SMALL_MODEL, SD15_MODEL, KLEIN_TINY_MODEL)
 # Trained checkpoints shipped inside the package (package data), by name: `demo` is the `small` configuration
 # trained on procedural pairs by `make demo-model` (README, "The demo model").
 DEMO_MODEL = "demo"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.core.errors import JobError
+from pipeline.core.model_families import DTC, KLEIN, ModelDefaults, describe, model_defaults
 from pipeline.core.model_sources import MODEL_NAMES, NOOP_MODEL, RANDOM_MODELS, checkpoint_location
 from pipeline.core.provenance import hint_branch_trained, read_provenance
 from pipeline.core.settings import ConfigError
@@ -52,8 +53,9 @@ def check_output_writable(cfg: RunConfig) -> None:
         raise JobError(f"cannot write to output {cfg.run_uri}: {type(exc).__name__}: {exc}") from None
 
 
-def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
-    """The model must be named, and a checkpoint named by path or URI must exist and hold safetensors weights.
+def check_model_source(cfg: RunConfig, setting: str = "model.source") -> ModelDefaults:
+    """The model must be named, and a checkpoint named by path or URI must exist and hold safetensors weights; a
+    diffusers folder must be a pipeline tryall runs, complete. Returns the model's family and sampling defaults.
 
     Pickle-format files (.bin, .ckpt, ...) are refused here as the model package would refuse them in the
     inference actor: a job error now, not a failed actor after the GPUs were requested.
@@ -62,34 +64,50 @@ def check_model_source(cfg: RunConfig, setting: str = "model.source") -> None:
         raise _not_set(setting)
     source = checkpoint_location(cfg.model.source)  # a packaged model's files are checked like any checkpoint's
     if source in MODEL_NAMES:
-        return
+        return model_defaults(source, None, where=f"{setting} {source}")
     named = "" if "/" in source or "://" in source else f" and it is not a model name ({', '.join(MODEL_NAMES)})"
-    check_weights_location(source, cfg.s3, where=f"{setting} {source}", what="checkpoint", missing_hint=named)
+    where = f"{setting} {source}"
+    location = check_weights_location(source, cfg.s3, where=where, what="checkpoint", missing_hint=named)
+    return model_defaults(source, location, where=where)
 
 
-def model_records(cfg: RunConfig) -> dict[str, dict]:
-    """Per variant: the model source, which of its parts were trained and whether its hint branch was, from dtc.json.
+def model_records(cfg: RunConfig, defaults: dict[str, ModelDefaults]) -> dict[str, dict]:
+    """Per variant: the model source, its family and sampling defaults; for a DTC, which of its parts were trained and
+    whether its hint branch was, from dtc.json.
 
-    A model whose hint branch was never trained is its base network (Paint-by-Example, or random weights), not DTC:
+    A DTC whose hint branch was never trained is its base network (Paint-by-Example, or random weights), not DTC:
     the summary says so, and so does the log before the run starts.
     """
     records = {}
     for name in cfg.variant_names():
         source = cfg.for_variant(name).model.source
-        provenance = read_provenance(source, storage_options(source, cfg.s3))
-        trained = hint_branch_trained(provenance)
-        if not trained:
-            log.warning("variant %s: model %s has an untrained hint branch (zero FiLM): it is its base network, "
-                        "not a trained DTC", name, source)
-        # provenance None: a named model (seeded random weights, or noop), never trained.
-        records[name] = {"source": source, "hint_branch_trained": trained, "provenance": provenance}
+        record_ = {"source": source, "family": defaults[name].family, "defaults": describe(defaults[name])}
+        if defaults[name].family == DTC:
+            provenance = read_provenance(source, storage_options(source, cfg.s3))
+            trained = hint_branch_trained(provenance)
+            if not trained:
+                log.warning("variant %s: model %s has an untrained hint branch (zero FiLM): it is its base network, "
+                            "not a trained DTC", name, source)
+            # provenance None: a named model (seeded random weights, or noop), never trained.
+            record_.update(hint_branch_trained=trained, provenance=provenance)
+        records[name] = record_
     return records
 
 
-def preflight(cfg: RunConfig) -> dict[str, dict]:
-    """Every variant's model, then the output location; returns the variants' model records for the summary."""
+def preflight(cfg: RunConfig) -> tuple[RunConfig, dict[str, dict]]:
+    """Every variant's model, then the output location. Returns the run with each model's sampling defaults filled
+    in (what config.json records) and the variants' model records for the summary."""
+    defaults = {name: check_model_source(cfg.for_variant(name), _setting(cfg, name, "model.source"))
+                for name in cfg.variant_names()}
+    cfg = cfg.with_model_defaults(defaults)
     for name in cfg.variant_names():
-        check_model_source(cfg.for_variant(name), _setting(cfg, name, "model.source"))
-    models = model_records(cfg)
+        variant = cfg.for_variant(name)
+        sampling = variant.sampling
+        what = (f"strength {sampling.strength}, prompt {sampling.prompt!r}" if variant.model.family == KLEIN
+                else f"scheduler {sampling.scheduler}")
+        log.info("%s: %s model %s, %d px crops, %d steps, guidance %g, %s", f"variant {name}" if cfg.variants
+                 else "model", variant.model.family, variant.model.source, sampling.resolution, sampling.steps,
+                 sampling.guidance, what)
+    models = model_records(cfg, defaults)
     check_output_writable(cfg)
-    return models
+    return cfg, models

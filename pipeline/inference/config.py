@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.core.model_families import DTC, KLEIN, KLEIN_MULTIPLE, KLEIN_SCHEDULER, ModelDefaults
 from pipeline.core.model_sources import MODEL_CACHE_ENV
 from pipeline.core.sampling import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, Scheduler
 from pipeline.core.settings import ConfigError, Dtype, JobSettings, Resolution, Section, load_settings
 from pipeline.core.storage import S3Config
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
+from pipeline.inference.prompts import DEFAULT_PROMPT, check_template
 
 __all__ = ["MODEL_CACHE_ENV", "ConfigError", "RunConfig", "load_config"]
 
@@ -42,7 +44,12 @@ class ModelConfig(Section):
         "noop are random or no weights, for tests and benchmarks); required"
     )
     allow_random_weights: bool = Field(
-        False, description="let nightly, backfill and ab run a random-weight source (tiny, small, sd15, noop)"
+        False, description="let nightly, backfill and ab run a random-weight source (tiny, small, sd15, klein-tiny, "
+        "noop)"
+    )
+    family: Literal["auto", "dtc", "flux2-klein"] = Field(
+        "auto", description="the model family; auto: told from the source's files (dtc.json: dtc; a diffusers "
+        "folder whose model_index.json names Flux2KleinPipeline: flux2-klein)"
     )
     dtype: Dtype = Field("auto", description="model precision; auto: fp16 on a GPU, fp32 on CPU")
     cache_dir: str | None = Field(
@@ -54,12 +61,36 @@ class ModelConfig(Section):
 
 
 class SamplingConfig(Section):
-    scheduler: Scheduler = Field(DEFAULT_SCHEDULER, description="the sampler (dpmpp: DPM-Solver++)")
-    steps: int = Field(DEFAULT_STEPS, ge=1, le=1000, description="denoising steps per image (the paper: 40)")
-    guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=50.0, description="classifier-free guidance scale (paper: 5)")
+    """How images are sampled. Each model carries its own defaults (`MODEL_DEFAULTED`): a field the settings do not
+    name takes the model's value when the run starts (`RunConfig.with_model_defaults`), so these defaults are only
+    what a model without any (a random DTC) uses."""
+
+    scheduler: Scheduler = Field(DEFAULT_SCHEDULER, description="the DTC sampler (dpmpp: DPM-Solver++); FLUX.2 "
+                                 "[klein] always samples with its own flow-matching scheduler")
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=1000, description="denoising steps per image; default: the model's "
+                       "(DTC: the paper's 40; the demo model: 20; distilled klein: 4)")
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=50.0, description="classifier-free guidance scale; default: "
+                            "the model's (DTC: the paper's 5; distilled klein: 1, i.e. none)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="run-level seed; each pair's seed derives from it")
-    resolution: Resolution = Field(_IMAGE.resolution, ge=64, le=2048,
-                                   description="model crop size in pixels (the paper: 512)")
+    resolution: Resolution = Field(_IMAGE.resolution, ge=64, le=2048, description="model crop size in pixels; "
+                                   "default: the model's (DTC: the checkpoint's, the paper's 512; klein: 1024)")
+    reference_size: int = Field(_IMAGE.reference_size, ge=16, le=2048, description="the product reference's side in "
+                                "pixels; default: the model's (DTC: its image encoder's 224; klein: 512)")
+    strength: float = Field(1.0, gt=0.0, le=1.0, description="FLUX.2 [klein] only: how much of the crop is noised "
+                            "(1: all of it, as for inserting a product)")
+    prompt: str = Field(DEFAULT_PROMPT, min_length=1, max_length=2000, description="FLUX.2 [klein] only: the prompt "
+                        "template over catalogue fields {category} and {title} (a catalogue's title column, else "
+                        "the category)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        check_template(value)
+        return value
+
+
+# What a model's defaults fill when the settings leave them unset.
+MODEL_DEFAULTED = ("scheduler", "steps", "guidance", "resolution", "reference_size", "strength")
 
 
 class OutputConfig(Section):
@@ -205,9 +236,10 @@ class VariantConfig(Section):
 
 
 def _merged(section: BaseModel, overrides: dict[str, Any], where: str) -> BaseModel:
-    """`section` with `overrides` applied and validated again; errors name `where.<field>`."""
+    """`section` with `overrides` applied and validated again; errors name `where.<field>`. What neither sets stays
+    unset (a model's default may still fill it)."""
     try:
-        return type(section).model_validate({**section.model_dump(), **overrides})
+        return type(section).model_validate({**section.model_dump(exclude_unset=True), **overrides})
     except ValidationError as exc:
         lines = [
             f"{where}.{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}"
@@ -276,7 +308,28 @@ class RunConfig(JobSettings):
     @property
     def image_settings(self) -> ImageSettings:
         """The image stages' settings: a view of `sampling.resolution`, `image` and `output`, never a copy."""
-        return _image_settings(self.sampling.resolution, self.image, self.output)
+        return _image_settings(self.sampling.resolution, self.sampling.reference_size, self.image, self.output)
+
+    @property
+    def scheduler_name(self) -> str:
+        """The sampler the images are made with, for the metadata: klein has its own, whatever `sampling` says."""
+        return KLEIN_SCHEDULER if self.model.family == KLEIN else self.sampling.scheduler
+
+    def with_model_defaults(self, defaults: dict[str, ModelDefaults]) -> RunConfig:
+        """The run with every variant's model family set and its unset sampling fields taken from its model's
+        `defaults` (by variant name, as `variant_names`). ConfigError when a setting does not apply to the family."""
+        if not self.variants:
+            return self.model_copy(update=_resolved(self.model, self.sampling, {}, defaults["default"], ""))
+        variants = []
+        for variant in self.variants:
+            where = f"variants.{variant.name}."
+            merged_model = _merged(self.model, variant.model, f"{where}model")
+            resolved = _resolved(merged_model, self.sampling, variant.sampling, defaults[variant.name], where)
+            variants.append(variant.model_copy(update={
+                "model": {**variant.model, "family": resolved["model"].family},
+                "sampling": {**variant.sampling, **resolved["filled"]},
+            }))
+        return self.model_copy(update={"variants": variants})
 
     def variant_names(self) -> list[str]:
         """The run's variants in order; `["default"]` when it defines none."""
@@ -296,10 +349,37 @@ class RunConfig(JobSettings):
 
 
 
+def _resolved(model: ModelConfig, sampling: SamplingConfig, overrides: dict[str, Any], defaults: ModelDefaults,
+              where: str) -> dict[str, Any]:
+    """The model section with its family, the sampling section with the model's defaults where neither the run's
+    sampling nor the variant's `overrides` name a field, and those `filled` fields alone."""
+    if model.family not in ("auto", defaults.family):
+        raise ConfigError(f"{where}model.family is {model.family!r} but {where}model.source {model.source} is a "
+                          f"{defaults.family} model")
+    named = set(sampling.model_fields_set) | set(overrides)
+    if defaults.family == KLEIN and "scheduler" in named:
+        raise ConfigError(f"{where}sampling.scheduler: FLUX.2 [klein] samples with its own flow-matching scheduler; "
+                          "remove the setting for this model")
+    if defaults.family == DTC and "strength" in named:
+        raise ConfigError(f"{where}sampling.strength applies to FLUX.2 [klein] only; DTC always samples the whole "
+                          "region")
+    filled = {}
+    for name in MODEL_DEFAULTED:
+        value = getattr(defaults, name)
+        if name not in named and value is not None and not (name == "scheduler" and defaults.family == KLEIN):
+            filled[name] = value
+    merged = _merged(sampling, {**overrides, **filled}, f"{where}sampling")
+    if defaults.family == KLEIN and merged.resolution % KLEIN_MULTIPLE:
+        raise ConfigError(f"{where}sampling.resolution: FLUX.2 [klein] needs a multiple of {KLEIN_MULTIPLE} (its "
+                          f"VAE's 8x and 2x2 patches), got {merged.resolution}")
+    return {"model": model.model_copy(update={"family": defaults.family}), "sampling": merged, "filled": filled}
+
+
 @functools.lru_cache(maxsize=16)
-def _image_settings(resolution: int, image: ImageConfig, output: OutputConfig) -> ImageSettings:
+def _image_settings(resolution: int, reference_size: int, image: ImageConfig, output: OutputConfig) -> ImageSettings:
     """Built once per distinct value, not per pair (the sections are frozen, so they are keys)."""
-    return ImageSettings(resolution=resolution, max_pixels=image.max_pixels, context_margin=image.context_margin,
+    return ImageSettings(resolution=resolution, reference_size=reference_size, max_pixels=image.max_pixels,
+                         context_margin=image.context_margin,
                          dilate_px=image.dilate_px, feather_px=image.feather_px, output_format=output.format,
                          output_quality=output.quality)
 

@@ -14,8 +14,9 @@ from pipeline.inference.stages import Inference, composite_row, prepare_row
 BLOCK_ROWS = 16  # pairs per input block: small blocks keep CPU stages parallel and memory per task low
 
 
-def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset) -> ray.data.Dataset:
-    """The three stages over a stream of pairs, in blocks of BLOCK_ROWS pairs (the unit a lost worker loses)."""
+def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset, prompts: list[str] | None = None) -> ray.data.Dataset:
+    """The three stages over a stream of pairs, in blocks of BLOCK_ROWS pairs (the unit a lost worker loses).
+    `prompts`: the pass's prompts when known up front (see `stages.Inference`)."""
     compute = cfg.compute
     # Work whose worker process died is retried a bounded number of times (Ray Data's defaults retry it forever, so a
     # pair that crashes its worker would loop): the actors still restart without limit (Ray Data's default: a lost
@@ -27,7 +28,7 @@ def build_dataset(cfg: RunConfig, pairs: ray.data.Dataset) -> ray.data.Dataset:
             .map(prepare_row, fn_kwargs={"cfg": cfg}, num_cpus=compute.cpus_per_task, max_retries=retries)
             .map_batches(
                 Inference,
-                fn_constructor_kwargs={"cfg": cfg},
+                fn_constructor_kwargs={"cfg": cfg, "prompts": prompts},
                 batch_size=compute.batch_size,
                 batch_format="numpy",
                 num_gpus=compute.gpus_per_actor,

@@ -36,7 +36,7 @@ PAIRS_BATCH_ROWS = 65_536  # pairs-manifest rows checked at a time
 
 @dataclass(frozen=True)
 class Manifests:
-    catalogue: pa.Table  # product_id, image_uri, category
+    catalogue: pa.Table  # product_id, image_uri, category, updated_at, title
     scenes: pa.Table  # scene_id, image_uri, mask_uri, x0, y0, x1, y1, category (all present; nulls where absent)
     pairs: pa.Table | None  # product_id, scene_id, variant, seed: a pairs manifest given as a table (tests, tools)
     pairs_uri: str | None = None  # the checked pairs manifest, read in chunks by the planning stage
@@ -47,6 +47,8 @@ _CATALOGUE = (
     Column("image_uri", ("string",), True),
     Column("category", ("string",), False),
     Column("updated_at", ("timestamp", "string", "integer"), False),
+    # The product's name, for text-conditioned models' prompts (`sampling.prompt`'s {title}).
+    Column("title", ("string",), False),
 )
 _SCENES = (
     Column("scene_id", ("string",), True),

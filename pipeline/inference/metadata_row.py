@@ -40,6 +40,9 @@ METADATA_SCHEMA = pa.schema(
         ("product_uri", pa.string()),
         # The Ray node id of the inference actor that computed the pair (null when it never reached the model).
         ("inference_node", pa.string()),
+        # The model family (dtc | flux2-klein), and the prompt a text-conditioned family was given (null for DTC).
+        ("model_family", pa.string()),
+        ("prompt", pa.string()),
     ]
 )
 # A pair's identity: exactly one metadata row per value of these columns.
@@ -63,6 +66,7 @@ def metadata_row(
     inference_s: float = 0.0,
     postprocess_s: float = 0.0,
     inference_node: str | None = None,
+    prompt: str | None = None,
 ) -> dict[str, Any]:
     """One pair's row (ROW_SCHEMA's columns). `cfg` is the configuration of the pair's variant; `pair` holds at least
     product_id, scene_id, variant, seed and product_uri. Empty strings are recorded as null."""
@@ -77,7 +81,7 @@ def metadata_row(
         "output_uri": output_uri or None,
         "seed": int(pair["seed"]),
         "model_id": model_id or cfg.model.source,
-        "scheduler": cfg.sampling.scheduler,
+        "scheduler": cfg.scheduler_name,
         "steps": cfg.sampling.steps,
         "guidance": cfg.sampling.guidance,
         "resolution": cfg.sampling.resolution,
@@ -89,4 +93,6 @@ def metadata_row(
         "postprocess_s": float(postprocess_s),
         "product_uri": pair.get("product_uri"),
         "inference_node": inference_node,
+        "model_family": None if cfg.model.family == "auto" else cfg.model.family,
+        "prompt": prompt,
     }

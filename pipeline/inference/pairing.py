@@ -29,6 +29,9 @@ PAIR_SCHEMA = pa.schema(
         # The box as the manifest wrote it ("x0,y0,x1,y1" text), parsed and checked per pair so one bad row fails
         # one pair, not the job.
         ("box", pa.string()),
+        # The product's catalogue fields a prompt template may name (`pipeline.inference.prompts`).
+        ("category", pa.string()),
+        ("title", pa.string()),
     ]
 )
 
@@ -62,12 +65,18 @@ def _pick_scenes(
     return pairs
 
 
+def _column(table: pa.Table, name: str) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+
 def make_pairs(manifests: Manifests, config: PairingConfig, run_seed: int) -> pa.Table:
     """The run's pairs with everything a worker needs to fetch them, in PAIR_SCHEMA."""
     catalogue, scenes = manifests.catalogue, manifests.scenes
     product_uri = dict(
         zip(catalogue.column("product_id").to_pylist(), catalogue.column("image_uri").to_pylist(), strict=True)
     )
+    fields = {name: dict(zip(catalogue.column("product_id").to_pylist(), _column(catalogue, name), strict=True))
+              for name in ("category", "title")}
     scene_rows = {row["scene_id"]: row for row in scenes.to_pylist()}
 
     variants: list[str]
@@ -102,4 +111,6 @@ def make_pairs(manifests: Manifests, config: PairingConfig, run_seed: int) -> pa
         columns["scene_uri"].append(scene["image_uri"])
         columns["mask_uri"].append(scene["mask_uri"])
         columns["box"].append(None if scene["mask_uri"] or any(v is None for v in box) else ",".join(map(str, box)))
+        columns["category"].append(fields["category"][pid])
+        columns["title"].append(fields["title"][pid])
     return pa.table(columns, schema=PAIR_SCHEMA)

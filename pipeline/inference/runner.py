@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline.core.errors import WORKER_LOST, RunStopped
+from pipeline.core.model_families import KLEIN
 from pipeline.inference import planning, record, selection
 from pipeline.inference.checks import preflight
 from pipeline.inference.config import RunConfig
@@ -24,9 +25,13 @@ from pipeline.inference.manifests import load_manifests
 from pipeline.inference.metadata_row import ROW_SCHEMA, metadata_row
 from pipeline.inference.planning import PlannedPass
 from pipeline.inference.progress import Progress
+from pipeline.inference.prompts import known_prompts
 from pipeline.inference.ray_runtime import release_actors, start_local_ray, warn_if_few_cpus
 
 log = logging.getLogger(__name__)
+
+# Prompts known up front are encoded as an inference actor starts; more than this many are encoded as they come.
+PRELOADED_PROMPTS = 128
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def run(cfg: RunConfig) -> RunResult:
     # 1. Pre-flight: manifests, models, output location. Job errors stop here, before Ray starts.
     manifests = load_manifests(cfg.catalogue_uri, cfg.scenes_uri, cfg.pairs_uri, cfg.s3,
                                variants=cfg.variant_names())
-    models = preflight(cfg)
+    cfg, models = preflight(cfg)  # from here on, every variant's sampling is explicit
     # 2. Which products, and what earlier attempts of this run id already finished.
     choice = selection.choose(cfg, manifests, started_at=started_at)
     record.clear_summary(cfg)
@@ -56,13 +61,14 @@ def run(cfg: RunConfig) -> RunResult:
     del done  # 16 bytes a recorded pair: planning's, not held through the passes
     log.info("run %s: %d pairs to compute, %d already done; output %s", cfg.run_id, todo, done_pairs, cfg.run_uri)
     # 4. One pass per variant, rows recorded as they finish.
+    prompts = run_prompts(cfg, choice.catalogue)
     gpu_s = 0.0
     if todo:
         writer = record.MetadataWriter(cfg, part_rows=cfg.record.part_rows, part_seconds=cfg.record.part_seconds)
         progress = Progress(total=todo, interval_s=cfg.progress_interval_s)
         for planned in passes:
             if planned.pairs:
-                gpu_s += _run_pass(cfg, planned, writer, progress)
+                gpu_s += _run_pass(cfg, planned, writer, progress, prompts.get(planned.variant))
         log.info(progress.line())
     # 5. The summary, written last: its presence means the run finished.
     tally = record.tally_rows(cfg)
@@ -74,12 +80,25 @@ def run(cfg: RunConfig) -> RunResult:
     return RunResult(summary=summary, run_uri=cfg.run_uri)
 
 
-def pass_batches(cfg: RunConfig, planned: PlannedPass):
+def run_prompts(cfg: RunConfig, catalogue: pa.Table) -> dict[str, list[str] | None]:
+    """Per text-conditioned variant, every prompt its pairs can give when there are at most PRELOADED_PROMPTS."""
+    found = {}
+    for name in cfg.variant_names():
+        variant = cfg.for_variant(name)
+        if variant.model.family == KLEIN:
+            found[name] = known_prompts(variant.sampling.prompt, catalogue, PRELOADED_PROMPTS)
+            log.info("variant %s: %s", name, f"{len(found[name])} distinct prompts, encoded as each actor starts"
+                     if found[name] is not None else f"over {PRELOADED_PROMPTS} distinct prompts, each encoded when "
+                     "an actor first meets it")
+    return found
+
+
+def pass_batches(cfg: RunConfig, planned: PlannedPass, prompts: list[str] | None = None):
     """The finished rows of one variant's pass (its own model and sampling), as Ray Data hands them over: one
     execution per segment of `compute.segment_pairs` pairs, its actors released before the next starts."""
     variant_cfg = cfg.for_variant(planned.variant)
     for segment in planned.segments(cfg.compute.segment_pairs):
-        dataset = build_dataset(variant_cfg, planning.pair_stream(cfg, segment))
+        dataset = build_dataset(variant_cfg, planning.pair_stream(cfg, segment), prompts)
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
         del dataset
         release_actors()
@@ -90,14 +109,15 @@ WORKER_DEATHS = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError
                  ray.exceptions.OutOfMemoryError)
 
 
-def _run_pass(cfg: RunConfig, planned: PlannedPass, writer: record.MetadataWriter, progress: Progress) -> float:
+def _run_pass(cfg: RunConfig, planned: PlannedPass, writer: record.MetadataWriter, progress: Progress,
+              prompts: list[str] | None) -> float:
     """One variant's pass: its rows written as they come, then `worker_lost` rows for its pairs that got none.
     Returns the pass's GPU seconds."""
     if cfg.variants:
         log.info("variant %s: %d pairs to compute", planned.variant, planned.pairs)
     gpu_s, received, stopped = 0.0, 0, None
     try:
-        for batch in pass_batches(cfg, planned):
+        for batch in pass_batches(cfg, planned, prompts):
             writer.add(batch)
             received += batch.num_rows
             gpu_s += pc.sum(batch.column("inference_s")).as_py() or 0.0

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.core.errors import INTERNAL_ERROR, INVALID_BOX, MODEL_ERROR, WRITE_ERROR, PairError
 from pipeline.core.last_entry import LastEntry
+from pipeline.core.model_families import KLEIN
 from pipeline.core.model_sources import NOOP_MODEL
 from pipeline.core.storage import S3Config, join, read_bytes, storage_options, write_bytes
 from pipeline.inference.config import RunConfig
@@ -24,6 +25,7 @@ from pipeline.inference.keys import image_key
 from pipeline.inference.metadata_row import metadata_row
 from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
+from pipeline.inference.prompts import render
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +109,16 @@ class NoopSampler:
 
 
 class Inference:
-    """One per GPU: loads the model once, then generates batches. Runs unchanged on CPU without CUDA."""
+    """One per GPU: loads the model once, then generates batches. Runs unchanged on CPU without CUDA.
 
-    def __init__(self, cfg: RunConfig) -> None:
+    `prompts`: every prompt the run's pairs give, when the driver knows them (a text-conditioned model encodes them
+    as it starts, then frees the GPU of its text encoder); None: each is encoded when first seen."""
+
+    def __init__(self, cfg: RunConfig, prompts: list[str] | None = None) -> None:
         import ray
 
         self.cfg = cfg
+        self.prompted = cfg.model.family == KLEIN
         # Recorded per pair (metadata `inference_node`), so placement on GPU nodes can be checked after the run.
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         if cfg.model.source == NOOP_MODEL:
@@ -121,25 +127,42 @@ class Inference:
             self.model_id = NOOP_MODEL
             self.batch_type: Any = SimpleNamespace
             return
-        from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc, select_device
         from pipeline.model.device import torch_dtype
 
+        sampling, source = cfg.sampling, cfg.model.source
+        options = storage_options(source, cfg.s3)
+        if self.prompted:
+            from pipeline.model.klein import KleinBatch, KleinParams, build_klein_sampler
+
+            params = KleinParams(steps=sampling.steps, guidance=sampling.guidance, strength=sampling.strength)
+            self.sampler = build_klein_sampler(source, params, dtype=torch_dtype(cfg.model.dtype),
+                                               cache_dir=cfg.model.cache_dir, storage_options=options, prompts=prompts)
+            self.model_id = source
+            self.batch_type = KleinBatch
+            return
+        from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc, select_device
+
         device = select_device()
-        dtype = torch_dtype(cfg.model.dtype)
-        dtc = load_dtc(cfg.model.source, device=device, dtype=dtype, cache_dir=cfg.model.cache_dir,
-                       storage_options=storage_options(cfg.model.source, cfg.s3))
+        dtc = load_dtc(source, device=device, dtype=torch_dtype(cfg.model.dtype), cache_dir=cfg.model.cache_dir,
+                       storage_options=options)
         self.model_id = dtc.model_id
-        params = SamplingParams(scheduler=cfg.sampling.scheduler, steps=cfg.sampling.steps,
-                                guidance=cfg.sampling.guidance)
+        params = SamplingParams(scheduler=sampling.scheduler, steps=sampling.steps, guidance=sampling.guidance)
         self.sampler = DTCSampler(dtc, params, compile=cfg.model.compile, channels_last=cfg.model.channels_last)
         self.batch_type = SampleBatch
         log.info("model %s loaded on %s", self.model_id, device)
 
+    def prompts(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> list[str]:
+        template = self.cfg.sampling.prompt
+        return [render(template, _text(batch["category"][i]), _text(batch["title"][i])) for i in idx]
+
     def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        return self.sampler.generate(self.batch_type(
-            scene=batch["scene_crop"][idx], mask=batch["mask_crop"][idx], hint=batch["hint"][idx],
-            reference=batch["reference"][idx], seeds=batch["seed"][idx].astype(np.int64),
-        ))
+        inputs = {"scene": batch["scene_crop"][idx], "mask": batch["mask_crop"][idx],
+                  "reference": batch["reference"][idx], "seeds": batch["seed"][idx].astype(np.int64)}
+        if self.prompted:
+            inputs["prompts"] = self.prompts(batch, idx)
+        else:
+            inputs["hint"] = batch["hint"][idx]
+        return self.sampler.generate(self.batch_type(**inputs))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -166,10 +189,16 @@ class Inference:
         # GPU time is shared evenly by the batch's pairs that were computed.
         out["inference_s"] = np.where(batch["status"] == "ok", elapsed / max(len(ok), 1), 0.0).astype(np.float32)
         out["model_id"] = np.array([self.model_id] * n, dtype=object)
+        out["prompt"] = np.array(self.prompts(batch, np.arange(n)) if self.prompted else [None] * n, dtype=object)
         ran = np.zeros(n, np.bool_)
         ran[ok] = True
         out["inference_node"] = np.array([self.node_id if r else None for r in ran], dtype=object)
         return out
+
+
+def _text(value: object) -> str | None:
+    """A catalogue field as numpy hands it over: text, or None for a null (None or NaN)."""
+    return value if isinstance(value, str) and value else None
 
 
 def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
@@ -200,4 +229,5 @@ def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         output_uri=output_uri, model_id=row.get("model_id"), scene_size=(row["scene_width"], row["scene_height"]),
         output_bytes=output_bytes, preprocess_s=row["preprocess_s"], inference_s=row.get("inference_s", 0.0),
         postprocess_s=time.perf_counter() - started, inference_node=node if isinstance(node, str) else None,
+        prompt=_text(row.get("prompt")),
     )

@@ -90,7 +90,8 @@ def _convert(args: argparse.Namespace) -> None:
         dtc = load_dtc(args.from_checkpoint, device=device, dtype=torch.float32).to(dtype)
     else:
         dtc = build_random(NAMED_CONFIGS[args.from_config], device, dtype)
-    out = save_checkpoint(dtc, args.out)
+    sampling = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
+    out = save_checkpoint(dtc, args.out, sampling=sampling)
     print(json.dumps({"checkpoint": str(out), "parameters": dtc.parameter_counts()["total"]}))
 
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--dinov2", metavar="DIR", help="DINOv2 model directory (with --from-sd-inpaint)")
     convert.add_argument("--out", required=True, help="new local directory for the checkpoint")
     convert.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="dtype of the saved weights")
+    convert.add_argument("--steps", type=int, help="the model's own default steps, recorded in dtc.json")
+    convert.add_argument("--guidance", type=float, help="the model's own default guidance, recorded in dtc.json")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -45,10 +46,12 @@ def _version_tag(info: dict[str, Any]) -> str:
 
 
 def _listing(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> dict[str, dict[str, Any]]:
-    """Files under `root` by path relative to it."""
+    """Files under `root` by path relative to it; a single file (`root` is one) by its name."""
     # A fresh listing, never the filesystem object's cached one: it decides whether the local copy is current.
     fs.invalidate_cache(root)
     try:
+        if fs.isfile(root):
+            return {posixpath.basename(root): fs.info(root)}
         found = fs.find(root, detail=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {uri}") from exc
@@ -67,13 +70,17 @@ def _listing(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> dict[str, di
 
 
 def fetch(uri: str, *, cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None) -> Path:
-    """Local directory holding a complete copy of the checkpoint at `uri`, downloading it if this node lacks it.
+    """Local directory holding a complete copy of the checkpoint at `uri`, downloading it if this node lacks it; for
+    `uri` naming a single file, the local copy of that file.
 
     The cache entry's name hashes the URI and the remote listing (names, sizes, ETags), so a checkpoint rewritten in
     place is downloaded again rather than served stale. Pickle-format files are not downloaded: they are never read.
     """
     fs, root = fsspec.url_to_fs(uri, **(storage_options or {}))
     files = _listing(fs, root, uri)
+    single = list(files) == [posixpath.basename(root)] and fs.isfile(root)
+    if single:  # the file's folder is what is listed and downloaded from; only the file is fetched
+        root = posixpath.dirname(root.rstrip("/"))
     pickles = sorted(rel for rel in files if is_pickle(rel))
     wanted = {rel: info for rel, info in files.items() if rel not in pickles}
     if not any(rel.endswith(SAFETENSORS_SUFFIX) for rel in wanted):
@@ -84,17 +91,18 @@ def fetch(uri: str, *, cache_dir: str | Path | None = None, storage_options: dic
     key = hashlib.sha256(f"{uri}\n{signature}".encode()).hexdigest()[:24]
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = base / key
+    found = final / next(iter(wanted)) if single else final
     if (final / COMPLETE_MARKER).is_file():
-        return final
+        return found
     base.mkdir(parents=True, exist_ok=True)
     with FileLock(str(base / f"{key}.lock")):
         if (final / COMPLETE_MARKER).is_file():
-            return final
+            return found
         if final.exists():
             # Only reachable if someone copied a partial directory into the cache by hand: never trust it.
             shutil.rmtree(final)
         _download(fs, root, uri, wanted, base, final)
-    return final
+    return found
 
 
 def _download(

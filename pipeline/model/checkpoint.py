@@ -268,7 +268,7 @@ def _public_config(config: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 
-def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
+def save_checkpoint(dtc: DTC, out: str | Path, *, sampling: dict[str, Any] | None = None) -> Path:
     """Write `dtc` as a checkpoint directory at `out` (which must not exist, or be empty).
 
     Written to a sibling temporary directory and renamed into place, so readers never see a partial checkpoint.
@@ -305,6 +305,8 @@ def save_checkpoint(dtc: DTC, out: str | Path) -> Path:
             "provenance": provenance,
             "components": ["unet", "vae", "image_encoder", "hint", "image_processor", "scheduler"],
         }
+        if sampling:  # the model's own sampling defaults (steps, guidance, scheduler): runs use them unless told
+            index["sampling"] = dict(sampling)
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
         if out.exists():
             out.rmdir()

@@ -24,7 +24,7 @@ def good(tmp_path):
 def test_valid_manifests_keep_contract_columns_only(good):
     _, cat, scn = good
     m = load_manifests(cat, scn, None)
-    assert m.catalogue.column_names == ["product_id", "image_uri", "category", "updated_at"]
+    assert m.catalogue.column_names == ["product_id", "image_uri", "category", "updated_at", "title"]
     assert m.scenes.column("category").null_count == 2  # optional column filled with nulls
     assert m.pairs is None
 

@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from pipeline.core.errors import JobError, RunStopped
+from pipeline.core.model_families import DTC_DEFAULTS, describe
 from pipeline.core.model_sources import MODEL_NAMES
 from pipeline.inference import checks, planning, record, runner
 from pipeline.inference.config import RunConfig
@@ -143,7 +144,7 @@ def passes_returning(keep: int, then: BaseException | None = None):
     """A stand-in for `pass_batches`: rows of the first `keep` pairs only (Ray Data dropped the other blocks),
     then optionally the exception that ended the pass."""
 
-    def pass_batches(cfg: RunConfig, planned: planning.PlannedPass):
+    def pass_batches(cfg: RunConfig, planned: planning.PlannedPass, prompts: list[str] | None = None):
         todo = pa.concat_tables([planning.read_part(uri, cfg) for uri in planned.parts])
         for pair in todo.slice(0, keep).to_pylist():
             row = metadata_row(cfg.for_variant(pair["variant"]), pair, status="ok", inference_s=0.25)
@@ -167,7 +168,7 @@ def test_pairs_of_dropped_blocks_get_worker_lost_rows_and_are_counted(run_cfg, m
     # The rerun with retry_failed computes exactly the two lost pairs.
     computed: list[int] = []
 
-    def count(cfg, planned):
+    def count(cfg, planned, prompts=None):
         computed.append(planned.pairs)
         yield from passes_returning(planned.pairs)(cfg, planned)
 
@@ -230,7 +231,10 @@ def test_model_sources_the_driver_checks(cfg, tmp_path):
     with pytest.raises(JobError, match="unet.bin is a pickle-format checkpoint"):
         checks.check_model_source(with_source(str(pickles)))
     (pickles / "unet.safetensors").write_bytes(b"x")
-    checks.check_model_source(with_source(str(pickles)))
+    with pytest.raises(JobError, match=r"neither a DTC checkpoint \(dtc.json\) nor a diffusers pipeline folder"):
+        checks.check_model_source(with_source(str(pickles)))
+    (pickles / "dtc.json").write_text(json.dumps({"default_resolution": 256}))
+    assert checks.check_model_source(with_source(str(pickles))).resolution == 256
 
 
 def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp_path):
@@ -244,11 +248,15 @@ def test_the_summary_says_whether_each_variants_hint_branch_was_trained(cfg, tmp
     converted = tmp_path / "converted"
     converted.mkdir()
     (converted / "dtc.json").write_text(json.dumps({"provenance": random_provenance("tiny", 0)}))
+    for folder in (trained, converted):
+        (folder / "unet.safetensors").write_bytes(b"x")  # what the source check asks of a checkpoint folder
     variants = [{"name": "a", "model": {"source": str(trained)}}, {"name": "b", "model": {"source": str(converted)}},
                 {"name": "c", "model": {"source": "tiny"}}]
     ab = RunConfig.model_validate({**cfg.model_dump(), "variants": variants})
-    records = checks.model_records(ab)
+    defaults = {name: checks.check_model_source(ab.for_variant(name)) for name in "abc"}
+    records = checks.model_records(ab, defaults)
     assert records["a"]["hint_branch_trained"] is True
     assert records["a"]["provenance"]["training"]["steps"] == 10
     assert records["b"]["hint_branch_trained"] is False
-    assert records["c"] == {"source": "tiny", "hint_branch_trained": False, "provenance": None}
+    assert records["c"] == {"source": "tiny", "family": "dtc", "defaults": describe(DTC_DEFAULTS),
+                            "hint_branch_trained": False, "provenance": None}

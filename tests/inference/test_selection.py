@@ -171,7 +171,7 @@ def pairs(rows: list[tuple[str, str, str]]) -> pa.Table:
         values = {"product_id": pid, "scene_id": sid, "variant": variant, "seed": pair_seed(0, pid, sid),
                   "product_uri": "p", "scene_uri": "s", "mask_uri": None, "box": "0,0,1,1"}
         for name in PAIR_SCHEMA.names:
-            cols[name].append(values[name])
+            cols[name].append(values.get(name))
     return pa.table(cols, schema=PAIR_SCHEMA)
 
 
