@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import IMAGE_TOO_LARGE, WRITE_ERROR, PairError
+from pipeline.imaging.color_match import ColorMap, ColorMatch, context_samples, fit_color_map
 from pipeline.imaging.geometry import Box, intersect
 from pipeline.imaging.masks import Region, feathered_alpha
+from pipeline.imaging.seams import SeamMetrics, seam_metrics
 
 # Largest width or height each encoder can write.
 MAX_SIDE = {"jpeg": 65_535, "png": 2**31 - 1, "webp": 16_383}
@@ -29,25 +32,60 @@ def paste_back(
     dilate_px: int,
     feather_px: int,
     resample: Image.Resampling = Image.Resampling.BICUBIC,
-) -> Image.Image:
+    color_match: ColorMatch = "none",
+    measure: bool = False,
+) -> SeamMetrics | None:
     """Blend `generated` (uint8 (h, w, 3), covering `window` of the upright RGB `scene`) into `scene` IN PLACE.
 
     Alpha is `feathered_alpha` of the region: exactly 0 outside the region dilated by `dilate_px`, so those
     scene pixels are untouched, bit for bit. Only the region's bbox grown by `dilate_px` (inside the image
-    and the window) is resampled and blended; nothing scene-sized is copied. Returns `scene`.
+    and the window) is resampled and blended; nothing scene-sized is copied.
+
+    `color_match` (`color_match.COLOR_MATCH_METHODS`) first maps the crop's colours onto the scene's, fitted on the
+    crop's context outside that box (`color_match.context_samples`); with too little context (a region filling its
+    window) the crop is pasted unmapped; `none` never maps it.
+    Returns the pair's `SeamMetrics` when `measure` (`SeamMetrics.nothing_pasted()` when the box is empty), else
+    None.
     """
     wx0, wy0, wx1, wy1 = window
     work = paste_box(scene.size, window, region, dilate_px=dilate_px)
     if work is None:
-        return scene
+        return SeamMetrics.nothing_pasted() if measure else None
     x0, y0, x1, y1 = work
-    alpha = feathered_alpha(region.crop_image(work), dilate_px=dilate_px, feather_px=feather_px)
+    inside = region.crop_image(work)
+    alpha = feathered_alpha(inside, dilate_px=dilate_px, feather_px=feather_px)
     gen_h, gen_w = generated.shape[:2]
     scale_x, scale_y = gen_w / (wx1 - wx0), gen_h / (wy1 - wy0)
     source = ((x0 - wx0) * scale_x, (y0 - wy0) * scale_y, (x1 - wx0) * scale_x, (y1 - wy0) * scale_y)
-    patch = Image.fromarray(generated).resize((x1 - x0, y1 - y0), resample, box=source)
+    crop = Image.fromarray(generated)
+    color_map = None
+    if color_match != "none":
+        color_map = fit_color_map(color_match, *context_samples(scene, generated, window, exclude=work))
+    if color_map is not None:
+        crop, source = _mapped_source(crop, source, (x1 - x0, y1 - y0), color_map)
+    patch = crop.resize((x1 - x0, y1 - y0), resample, box=source)
+    before = scene.crop(work) if measure else None
     scene.paste(patch, (x0, y0), alpha)
-    return scene
+    if before is None:
+        return None
+    # Compare colours over about one crop pixel, in blocks that fit inside the band.
+    block = min(round(min(1 / scale_x, 1 / scale_y)), dilate_px // 2)
+    return seam_metrics(before, scene.crop(work), patch, alpha, inside, block=block)
+
+
+def _mapped_source(
+    crop: Image.Image, source: tuple[float, float, float, float], size: tuple[int, int], color_map: ColorMap
+) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The part of `crop` that resampling `source` to `size` reads, colour-mapped, and `source` in it: the map
+    costs per pixel, and the crop's context is never pasted."""
+    sx0, sy0, sx1, sy1 = source
+    # Pillow's widest filter (Lanczos) reads 3 pixels each side, times the reduction factor when shrinking.
+    reach_x = 3 * max(1.0, (sx1 - sx0) / size[0]) + 1
+    reach_y = 3 * max(1.0, (sy1 - sy0) / size[1]) + 1
+    cx0, cy0 = max(0, math.floor(sx0 - reach_x)), max(0, math.floor(sy0 - reach_y))
+    cx1, cy1 = min(crop.width, math.ceil(sx1 + reach_x)), min(crop.height, math.ceil(sy1 + reach_y))
+    part = color_map.apply(crop.crop((cx0, cy0, cx1, cy1)))
+    return part, (sx0 - cx0, sy0 - cy0, sx1 - cx0, sy1 - cy0)
 
 
 def paste_box(size: tuple[int, int], window: Box, region: Region, *, dilate_px: int) -> Box | None:

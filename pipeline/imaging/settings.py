@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pipeline.imaging.color_match import COLOR_MATCH_METHODS, ColorMatch
+
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
 # File extension per output format, for output keys.
 OUTPUT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -27,6 +29,8 @@ class ImageSettings:
     feather_px: int = 4  # width of the alpha ramp, inside the dilated region
     output_format: str = "jpeg"  # jpeg | png | webp
     output_quality: int = 95  # 1..100; jpeg and webp quality; webp at 100 is lossless
+    # How paste-back maps the generated crop's colours onto the scene's (`color_match`); none keeps them.
+    color_match: ColorMatch = "affine"
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, rule: str) -> None:
@@ -65,6 +69,11 @@ class ImageSettings:
             is_int(self.output_quality) and 1 <= self.output_quality <= 100,
             "output_quality",
             "must be an int in [1, 100]",
+        )
+        need(
+            self.color_match in COLOR_MATCH_METHODS,
+            "color_match",
+            f"must be one of {', '.join(COLOR_MATCH_METHODS)} (see pipeline/imaging/color_match.py)",
         )
 
     @property
