@@ -88,6 +88,10 @@ class EvalComputeConfig(Section):
 class ReportConfig(Section):
     write: bool = Field(True, description="write report/index.html after the metrics")
     rows_per_page: int = Field(200, ge=10, le=500, description="pairs per page of the review page")
+    sorted_pages: int = Field(
+        5, ge=0, description="pages written of each sort but the listing order (product, scene), which has them all: "
+        "the worst rows_per_page x sorted_pages pairs by each metric, A/B difference and seam ΔE; 0: the listing "
+        "order alone")
     thumbnail_px: int = Field(192, ge=32, le=1024, description="longest side of the page's thumbnails")
 
 

@@ -1,5 +1,6 @@
 """The review page in a real headless Chromium (the OS package, started by the test): every image loads, every
-link to a full image resolves, sorting by an A/B difference changes the order (worst first), a screenshot is taken.
+link to a full image resolves, sorting by an A/B difference changes the order (worst first), a screenshot is taken;
+a run whose metadata has the inference job's quality columns shows them and sorts by seam ΔE, highest first.
 And `tryall report RUN_URI` on a run that was not evaluated."""
 
 from __future__ import annotations
@@ -9,14 +10,27 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.report import main as report_main
+from pipeline.evaluate.config import ReportConfig
+from pipeline.evaluate.report import write_report
+from pipeline.evaluate.run_folder import open_run
+from pipeline.inference import record
 
 pytestmark = pytest.mark.integration
 
 SCREENSHOT_COPY = Path("/tmp/review-screenshot.png")  # kept for the person who builds the page to look at
+QUALITY_SCREENSHOT_COPY = Path("/tmp/review-quality-screenshot.png")
+# The inference job's checks of each output, as the metadata row declares them.
+QUALITY_FIELDS = [pa.field("seam_delta_e", pa.float32()), pa.field("region_delta_e", pa.float32()),
+                  pa.field("outside_changed_px", pa.int64()), pa.field("quality_flags", pa.list_(pa.string())),
+                  pa.field("attempts", pa.int32()), pa.field("model_family", pa.string()),
+                  pa.field("prompt", pa.string())]
+PROMPT = 'a lamp on the table </td><script>document.title = "injected"</script>'
+FAMILIES = {"a": "dtc", "b": "flux2-klein"}
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 
@@ -111,3 +125,67 @@ def test_tryall_report_on_a_run_not_evaluated(ab_run, tmp_path, capsys):
     assert len(list((folder / "report" / "thumbs").rglob("*.jpg"))) == 3 + 2 + 8
     summary = json.loads((folder / "summary.json").read_text())
     assert f"<td>{summary['finished_at']}</td>" in page
+
+
+def _with_quality(row: dict, i: int) -> dict:
+    ok = row["status"] == "ok"
+    seam = float((i * 7) % 12) + 0.5 if ok else None
+    return {"seam_delta_e": seam, "region_delta_e": None if seam is None else 3 * seam,
+            "outside_changed_px": 10 * i if ok else None,
+            "quality_flags": (["seam"] if seam > 8 else []) if ok else ["nothing_inserted"],
+            "attempts": 2 if not ok or seam > 8 else 1, "model_family": FAMILIES[row["variant"]],
+            "prompt": PROMPT if row["variant"] == "b" else None}
+
+
+@pytest.fixture
+def quality_run(evaluated_run, tmp_path, monkeypatch) -> Path:
+    """A copy of the evaluated run whose metadata parts hold the quality columns (their values made up)."""
+    folder = tmp_path / "ab-demo"
+    shutil.copytree(evaluated_run.folder, folder)
+    i = 0
+    for part in sorted((folder / "metadata").rglob("*.parquet")):
+        table = pq.read_table(part)
+        values = []
+        for row in table.to_pylist():
+            values.append(_with_quality(row, i))
+            i += 1
+        for field in QUALITY_FIELDS:
+            if field.name in table.column_names:
+                table = table.drop_columns([field.name])
+            table = table.append_column(field, pa.array([v[field.name] for v in values], field.type))
+        pq.write_table(table, part)
+    # Where the run's declared schema predates some of them, read them all the same.
+    extra = [f for f in QUALITY_FIELDS if f.name not in record.METADATA_SCHEMA.names]
+    monkeypatch.setattr(record, "METADATA_SCHEMA", pa.schema([*record.METADATA_SCHEMA, *extra]))
+    return folder
+
+
+def test_quality_columns_and_the_seam_sort_in_headless_chromium(quality_run, browser, tmp_path):
+    result = write_report(str(quality_run), ReportConfig(rows_per_page=10, sorted_pages=1))
+    browser.get((quality_run / "report" / "index.html").as_uri())
+    assert browser.title == "tryall run ab-demo"  # the prompt's script did not run: it is text
+    assert browser.execute_script("return document.querySelectorAll('td script').length") == 0
+    heads = browser.execute_script("return Array.from(document.querySelectorAll('table.pairs th')).map(t => "
+                                   "t.textContent)")
+    assert "a dtc" in heads and "b flux2-klein" in heads
+    text = browser.find_element("tag name", "body").text
+    assert PROMPT in text and "nothing_inserted" in text and "seam ΔE" in text and "outside changed" in text
+    rows = open_run(str(quality_run)).rows.to_pylist()
+    assert len(rows) == 12 and all("seam_delta_e" in r for r in rows)
+    first_ok = next(r for r in rows if r["status"] == "ok")
+    assert f"seam ΔE {first_ok['seam_delta_e']:.2f} · region ΔE {first_ok['region_delta_e']:.2f}" in text
+
+    browser.find_element("link text", "seam ΔE b").click()
+    assert browser.current_url.endswith("/report/seam_delta_e.b-1.html")
+    seams = {f"{r['product_id']} / {r['scene_id']}": r["seam_delta_e"] for r in rows if r["variant"] == "b"
+             and r["seam_delta_e"] is not None}
+    listed = _pairs_in_order(browser)
+    assert len(listed) == 6 and listed[: len(seams)] == sorted(seams, key=lambda p: -seams[p])  # highest first
+    assert all(i["ok"] for i in _images(browser))
+    assert result.pages == 1 + 2 + 4 + 2  # the listing order; seam ΔE, CLIP-I and DINO-I per variant; 2 A/B sorts
+
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, min(height + 100, 4000))
+    shot = tmp_path / "quality.png"
+    assert browser.save_screenshot(str(shot))
+    shutil.copyfile(shot, QUALITY_SCREENSHOT_COPY)

@@ -1,8 +1,9 @@
 """`write_report`: the review page of a finished run, `report/index.html` and its other pages and thumbnails.
 
 Reads the run folder (and `eval/` when the run was evaluated: the page then shows the scores and A/B differences);
-writes only under `report/`. The pages link to the run's full images by their relative keys, so the folder can be
-opened from a local copy or served from a bucket as it is.
+writes only under `report/`, and leaves there no page of an earlier build that this one does not link. The pages
+link to the run's full images by their relative keys, so the folder can be opened from a local copy or served from a
+bucket as it is.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import io
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PairError
 from pipeline.core.manifest_tables import BOX_COLUMNS
-from pipeline.core.storage import S3Config, join, read_bytes, write_bytes
+from pipeline.core.storage import S3Config, filesystem, join, read_bytes, write_bytes
 from pipeline.evaluate.config import ReportConfig
 from pipeline.evaluate.evaluation import PAIR_METRICS, SET_METRICS
 from pipeline.evaluate.report.page import (
@@ -26,6 +28,7 @@ from pipeline.evaluate.report.page import (
     Cell,
     PageContext,
     PairView,
+    Quality,
     failures_html,
     orders_for,
     render_pages,
@@ -35,6 +38,8 @@ from pipeline.evaluate.report.thumbnails import output_key, product_key, scene_k
 from pipeline.evaluate.run_folder import FinishedRun, open_run
 
 log = logging.getLogger(__name__)
+
+HTML = "text/html; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,23 @@ def _thumbnail_tasks(run: FinishedRun, by_pair: dict[tuple[str, str], dict[str, 
     return tasks
 
 
+def quality_of(row: dict) -> Quality:
+    """The inference job's checks of one output, as its metadata row holds them (a run older than them has none)."""
+    flags = row.get("quality_flags")
+    return Quality(seam_delta_e=row.get("seam_delta_e"), region_delta_e=row.get("region_delta_e"),
+                   outside_changed_px=row.get("outside_changed_px"), flags=tuple(flags or ()),
+                   attempts=row.get("attempts"), model_family=row.get("model_family"), prompt=row.get("prompt"))
+
+
+def _families(rows: list[dict], variants: list[str]) -> dict[str, str]:
+    """variant -> its model family, where all its rows that name one name the same."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.get("model_family"):
+            seen[row["variant"]].add(row["model_family"])
+    return {v: next(iter(seen[v])) for v in variants if len(seen[v]) == 1}
+
+
 def _cells(run: FinishedRun, product_id: str, scene_id: str, variants: dict[str, dict], scores: dict[tuple, dict],
            metrics: list[str], thumbs: dict[str, str], failures: dict[str, list]) -> dict[str, Cell]:
     """Each variant's cell of one pair; failed rows and failed evaluations go to `failures` by reason."""
@@ -138,7 +160,8 @@ def _cells(run: FinishedRun, product_id: str, scene_id: str, variants: dict[str,
         if row["status"] != "ok":
             failures[row["error_reason"] or "unknown"].append((product_id, scene_id, variant,
                                                                row["error_message"] or ""))
-            cells[variant] = Cell("failed", f"{row['error_reason']}: {row['error_message'] or ''}")
+            cells[variant] = Cell("failed", f"{row['error_reason']}: {row['error_message'] or ''}",
+                                  quality=quality_of(row))
             continue
         score = scores.get((product_id, scene_id, variant), {})
         if score.get("eval_status") == "failed":
@@ -147,7 +170,7 @@ def _cells(run: FinishedRun, product_id: str, scene_id: str, variants: dict[str,
         key = output_key(run.image_key(row))
         problem = thumbs.get(key, "no thumbnail")
         cells[variant] = Cell("ok", problem, None if problem else key, run.image_key(row),
-                              {m: score.get(m) for m in metrics})
+                              {m: score.get(m) for m in metrics}, quality_of(row))
     for variant in run.variants:
         cells.setdefault(variant, Cell("absent"))
     return cells
@@ -165,10 +188,25 @@ def _differences(cells: dict[str, Cell], variants: list[str],
     return diffs
 
 
-def write_pages(report_uri: str, pages: dict[str, str], s3: S3Config | None) -> None:
-    """The pages as text/html (so a bucket serves them as pages), index.html last: when it is there, all are."""
-    for name in sorted(pages, key=lambda n: n == "index.html"):
-        write_bytes(join(report_uri, name), pages[name].encode(), s3, content_type="text/html; charset=utf-8")
+def write_pages(report_uri: str, pages: Iterable[tuple[str, str]], s3: S3Config | None) -> int:
+    """The pages as text/html (so a bucket serves them as pages), index.html last: when it is there, all are. Then
+    the pages of an earlier build that this one no longer has are removed. Returns how many were written."""
+    written, index = set(), None
+    for name, page in pages:
+        if name == "index.html":
+            index = page
+            continue
+        write_bytes(join(report_uri, name), page.encode(), s3, content_type=HTML)
+        written.add(name)
+    if index is not None:
+        write_bytes(join(report_uri, "index.html"), index.encode(), s3, content_type=HTML)
+        written.add("index.html")
+    fs, path = filesystem(report_uri, s3)
+    fs.invalidate_cache(path)
+    stale = [f for f in fs.ls(path, detail=False) if f.endswith(".html") and f.rpartition("/")[2] not in written]
+    if stale:
+        fs.rm(stale)
+    return len(written)
 
 
 def write_report(run_uri: str, settings: ReportConfig, s3: S3Config | None = None) -> ReportResult:
@@ -178,7 +216,8 @@ def write_report(run_uri: str, settings: ReportConfig, s3: S3Config | None = Non
     metrics = [m for m in PAIR_METRICS if any(r.get(m) is not None for r in scores.values())]
     report_uri = join(run.uri, "report")
     by_pair: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
-    for row in run.rows.to_pylist():
+    rows = run.rows.to_pylist()
+    for row in rows:
         by_pair[(row["product_id"], row["scene_id"])][row["variant"]] = row
     thumbs = write_thumbnails(_thumbnail_tasks(run, by_pair), report_uri, px=settings.thumbnail_px,
                               max_pixels=run.config.image.max_pixels, s3=s3)
@@ -193,12 +232,12 @@ def write_report(run_uri: str, settings: ReportConfig, s3: S3Config | None = Non
                               _differences(cells, run.variants, metrics)))
 
     top = f'<div class="top">{_run_summary_html(run)}{_eval_summary_html(summary, metrics)}</div>'
+    seam = any(c.quality.seam_delta_e is not None for pair in pairs for c in pair.cells.values())
     ctx = PageContext(title=f"tryall run {run.config.run_id}", variants=run.variants, metrics=metrics,
-                      orders=orders_for(run.variants, metrics), summary_html=top,
-                      failures_html=failures_html(dict(failures)))
-    pages = render_pages(ctx, pairs, settings.rows_per_page)
-    write_pages(report_uri, pages, s3)
+                      orders=orders_for(run.variants, metrics, seam=seam), summary_html=top,
+                      failures_html=failures_html(dict(failures)), families=_families(rows, run.variants))
+    pages = write_pages(report_uri, render_pages(ctx, pairs, settings.rows_per_page, settings.sorted_pages), s3)
     failed = sum(1 for problem in thumbs.values() if problem)
     log.info("review page %s: %d pairs, %d pages, %d thumbnails (%d could not be made)",
-             join(report_uri, "index.html"), len(pairs), len(pages), len(thumbs), failed)
-    return ReportResult(join(report_uri, "index.html"), len(pages), len(thumbs), failed)
+             join(report_uri, "index.html"), len(pairs), pages, len(thumbs), failed)
+    return ReportResult(join(report_uri, "index.html"), pages, len(thumbs), failed)
