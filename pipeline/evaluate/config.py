@@ -14,6 +14,7 @@ from pipeline.core.model_sources import MODEL_CACHE_ENV
 from pipeline.core.settings import Dtype, JobSettings, Section
 from pipeline.core.storage import S3Config
 from pipeline.core.weights import is_pickle, pickle_refused
+from pipeline.evaluate.crops import FidResize
 
 
 class EncodersConfig(Section):
@@ -60,6 +61,9 @@ class DistributionConfig(Section):
     kid_subset_size: int = Field(1000, ge=2, description="KID's subset size (torch-fidelity's default)")
     kid_subsets: int = Field(100, ge=1, description="KID subsets; sets no larger than a subset are scored once")
     seed: int = Field(0, ge=0, description="seed of KID's subsets")
+    fid_resize: FidResize = Field(
+        "pytorch_fid", description="how FID's 299 px inputs are made: pytorch_fid (bilinear without antialiasing, as "
+        "pytorch-fid and most published FIDs) or clean (clean-fid's antialiased bicubic); summary.json says which")
 
 
 class ABConfig(Section):

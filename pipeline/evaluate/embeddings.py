@@ -16,13 +16,15 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import ray
+from PIL import Image
 
 from pipeline.core.errors import INTERNAL_ERROR, MODEL_ERROR, PairError
 from pipeline.core.storage import S3Config, read_bytes, storage_options
 from pipeline.evaluate.config import EvalConfig
-from pipeline.evaluate.crops import region_crop, whole_image
+from pipeline.evaluate.crops import FidResize, fid_input, region_crop, whole_image
 from pipeline.evaluate.weights import Preprocessing
 from pipeline.imaging.decode import decode_image
+from pipeline.imaging.geometry import Box
 from pipeline.imaging.masks import build_region
 
 log = logging.getLogger(__name__)
@@ -52,19 +54,28 @@ class Embeddings:
         return self.status == "ok"
 
 
-def prepare_item(row: dict[str, Any], sizes: dict[str, int], max_pixels: int, s3: S3Config | None) -> dict[str, Any]:
+def _cut(image: Image.Image, bbox: Box | None, kind: str, size: int, fid_resize: FidResize) -> np.ndarray:
+    """What encoder `kind` sees of the image: the region's bounding box (or the whole image where None) at its size."""
+    if kind == "inception":
+        return fid_input(image, bbox, size, fid_resize)
+    return whole_image(image, size) if bbox is None else region_crop(image, bbox, size)
+
+
+def prepare_item(row: dict[str, Any], sizes: dict[str, int], max_pixels: int, s3: S3Config | None, *,
+                 fid_resize: FidResize) -> dict[str, Any]:
     """Fetch, decode and cut one image for each encoder's input size; a failure becomes the row's status."""
     out = {"item": row["item"], "status": "ok", "reason": "", "message": ""}
-    pixels = {kind: np.zeros((size, size, 3), np.uint8) for kind, size in sizes.items()}
+    # The FID Inception's inputs are resized without rounding: floats, on the 0..255 scale as the others.
+    pixels = {kind: np.zeros((size, size, 3), np.float32 if kind == "inception" else np.uint8)
+              for kind, size in sizes.items()}
     try:
         image = decode_image(read_bytes(row["uri"], s3), max_pixels=max_pixels, what=row["role"])
+        bbox = None
         if row["crop"] == "region":
             mask_bytes = read_bytes(row["mask_uri"], s3) if row["mask_uri"] else None
             box = tuple(int(v) for v in row["box"]) if row["box"] is not None else None
             bbox = build_region(image.size, mask_bytes=mask_bytes, box=box, max_pixels=max_pixels).bbox
-            pixels = {kind: region_crop(image, bbox, size) for kind, size in sizes.items()}
-        else:
-            pixels = {kind: whole_image(image, size) for kind, size in sizes.items()}
+        pixels = {kind: _cut(image, bbox, kind, size, fid_resize) for kind, size in sizes.items()}
     except PairError as exc:
         out.update(status="failed", reason=exc.reason, message=exc.message)
     except Exception as exc:  # noqa: BLE001 - a bug: this image's row, with the traceback in the worker's log
@@ -132,7 +143,8 @@ def embed_items(cfg: EvalConfig, items: pa.Table, encoders: dict[str, tuple[str,
     blocks = [items.slice(i, ITEMS_PER_BLOCK) for i in range(0, n, ITEMS_PER_BLOCK)]
     ds = (
         ray.data.from_arrow(blocks)
-        .map(prepare_item, fn_kwargs={"sizes": sizes, "max_pixels": max_pixels, "s3": cfg.s3},
+        .map(prepare_item, fn_kwargs={"sizes": sizes, "max_pixels": max_pixels, "s3": cfg.s3,
+                                      "fid_resize": cfg.distribution.fid_resize},
              num_cpus=compute.cpus_per_task)
         .map_batches(
             Encode,

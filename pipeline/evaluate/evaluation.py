@@ -1,7 +1,8 @@
 """Evaluate a finished run: embed its images, score every pair, compare the variants, write `eval/`.
 
     eval/metrics.parquet   one row per metadata row (pair and variant) with the pair's keys, CLIP-I and DINO-I
-    eval/summary.json      counts, per-variant means, FD-DINOv2, KID and FID against the real set, the A/B table
+    eval/summary.json      counts, per-variant means, FD-DINOv2, KID and FID against the real set (FID with the
+                           resize convention it follows), the A/B table
 
 Everything that can stop the job (the run not finished, an encoder source unusable) is checked before Ray Data
 starts. A missing or unreadable image is that pair's `failed` evaluation row, counted in the summary.
@@ -222,6 +223,8 @@ def _per_variant(cfg: EvalConfig, run: FinishedRun, metrics: pa.Table, pair_item
             metric = frechet_metric(name, generated, reals) if estimator == "frechet" else kid_metric(
                 name, generated, reals, subset_size=dist.kid_subset_size, subsets=dist.kid_subsets, seed=dist.seed)
             entry[name] = metric.as_dict()
+            if kind == "inception":  # which published convention the figure compares with
+                entry[name]["resize"] = cfg.distribution.fid_resize
         result[variant] = entry
     return result
 
@@ -297,7 +300,7 @@ def summary_lines(evaluation: Evaluation) -> str:
         for name in SET_METRICS:
             if name in entry and entry[name]["value"] is not None:
                 m = entry[name]
-                flag = ", biased" if m["biased"] else ""
+                flag = (", biased" if m["biased"] else "") + (f", {m['resize']} resize" if "resize" in m else "")
                 parts.append(f"{name} {m['value']:.4g} (n={m['n_generated']} vs {m['n_real']}{flag})")
         lines.append("  ".join(parts))
     ab = evaluation.summary["ab"]

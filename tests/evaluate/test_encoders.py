@@ -63,9 +63,9 @@ def test_clip_i_and_dino_i_equal_a_hand_computation_on_the_same_crops(tmp_path, 
     sizes = {kind: p.size for kind, (_, p) in encoders.items()}
     rows = [
         prepare_item({"item": 0, "role": "generated", "uri": str(tmp_path / "out.png"), "crop": "region",
-                      "mask_uri": None, "box": list(box)}, sizes, 10**8, None),
+                      "mask_uri": None, "box": list(box)}, sizes, 10**8, None, fid_resize="pytorch_fid"),
         prepare_item({"item": 1, "role": "reference", "uri": str(tmp_path / "product.png"), "crop": "whole",
-                      "mask_uri": None, "box": None}, sizes, 10**8, None),
+                      "mask_uri": None, "box": None}, sizes, 10**8, None, fid_resize="pytorch_fid"),
     ]
     assert [r["status"] for r in rows] == ["ok", "ok"]
     batch = {k: np.stack([r[k] for r in rows]) if isinstance(rows[0][k], np.ndarray)
@@ -88,9 +88,12 @@ def test_clip_i_and_dino_i_equal_a_hand_computation_on_the_same_crops(tmp_path, 
 
 def test_a_missing_image_is_that_items_failed_row(tmp_path):
     row = prepare_item({"item": 3, "role": "generated", "uri": str(tmp_path / "nope.png"), "crop": "whole",
-                        "mask_uri": None, "box": None}, {"clip": 8}, 10**8, None)
+                        "mask_uri": None, "box": None}, {"clip": 8, "inception": 299}, 10**8, None,
+                       fid_resize="clean")
     assert (row["status"], row["reason"]) == ("failed", "fetch_missing")
-    assert row["pixels_clip"].shape == (8, 8, 3)
+    # Placeholders of the shape and type a good row has, so the block's columns stay uniform.
+    assert row["pixels_clip"].shape == (8, 8, 3) and row["pixels_clip"].dtype == np.uint8
+    assert row["pixels_inception"].shape == (299, 299, 3) and row["pixels_inception"].dtype == np.float32
 
 
 def test_pickle_weights_are_refused(tmp_path, encoder_folders):

@@ -54,6 +54,7 @@ def test_a_demo_ab_run_is_evaluated_with_a_missing_image_counted(evaluated_run):
         fid = entry["fid"]  # FID on the FID Inception's features, against the same real set, reported the same way
         assert (fid["n_generated"], fid["n_real"], fid["biased"]) == (n, 2, True) and fid["value"] >= 0
         assert "2048" in fid["note"] and "fid" not in summary
+        assert fid["resize"] == "pytorch_fid" and "resize" not in entry["fd_dinov2"]  # the convention it follows
         assert entry["kid_dinov2"]["n_generated"] == n and entry["kid_dinov2"]["value"] is not None
 
     ab = {d["metric"]: d for d in summary["ab"]["differences"]}
@@ -66,7 +67,8 @@ def test_a_demo_ab_run_is_evaluated_with_a_missing_image_counted(evaluated_run):
     assert ab["clip_i"]["ci_low"] <= expected <= ab["clip_i"]["ci_high"] and 0 < ab["clip_i"]["p_value"] <= 1
     # The job printed the per-variant figures and the paired table, and wrote the page after the metrics.
     assert "paired differences vs a" in evaluated_run.printed and "biased" in evaluated_run.printed
-    assert f"fid {summary['variants']['b']['fid']['value']:.4g} (n=3 vs 2, biased)" in evaluated_run.printed
+    assert f"fid {summary['variants']['b']['fid']['value']:.4g} (n=3 vs 2, biased, pytorch_fid resize)" in (
+        evaluated_run.printed)
     assert f"{expected:+.3f}" in evaluated_run.printed
     assert (folder / "report" / "index.html").is_file()
 

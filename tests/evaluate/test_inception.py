@@ -188,7 +188,8 @@ def test_fid_of_a_set_against_itself_is_zero_through_the_actor_path(tmp_path):
     for i, pixels in enumerate(np.random.default_rng(1).integers(0, 256, (4, 120, 90, 3), dtype=np.uint8)):
         (tmp_path / f"{i}.png").write_bytes(_png(pixels))
         rows.append(prepare_item({"item": i, "role": "real", "uri": str(tmp_path / f"{i}.png"), "crop": "whole",
-                                  "mask_uri": None, "box": None}, sizes, 10**8, None))
+                                  "mask_uri": None, "box": None}, sizes, 10**8, None,
+                                  fid_resize="pytorch_fid"))
     assert {r["pixels_inception"].shape for r in rows} == {(299, 299, 3)}
     batch = {k: np.stack([r[k] for r in rows]) if isinstance(rows[0][k], np.ndarray)
              else np.array([r[k] for r in rows]) for k in rows[0]}

@@ -91,6 +91,7 @@ def test_the_review_page_in_headless_chromium(evaluated_run, browser, tmp_path):
     assert "FD-DINOv2" in text and "biased" in text
     fid = json.loads((folder / "eval" / "summary.json").read_text())["variants"]["a"]["fid"]
     assert "FID" in text and f"{fid['value']:.4g} (n=4 vs 2, biased)" in text
+    assert "FID inputs 299 px by pytorch-fid's resize (bilinear, no antialiasing)" in text
 
     listed = _pairs_in_order(browser)
     assert len(listed) == 6 and listed == sorted(listed)

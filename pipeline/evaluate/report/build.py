@@ -21,6 +21,7 @@ from pipeline.core.errors import PairError
 from pipeline.core.manifest_tables import BOX_COLUMNS
 from pipeline.core.storage import S3Config, filesystem, join, read_bytes, write_bytes
 from pipeline.evaluate.config import ReportConfig
+from pipeline.evaluate.crops import FID_RESIZE_LABELS
 from pipeline.evaluate.evaluation import PAIR_METRICS, SET_METRICS
 from pipeline.evaluate.report.page import (
     METRIC_LABELS,
@@ -77,7 +78,7 @@ def _eval_summary_html(summary: dict | None, metrics: list[str]) -> str:
         return "<section><h2>Evaluation</h2><p>not evaluated (run jobs.evaluate for scores)</p></section>"
     header = ["variant", "evaluated", *[METRIC_LABELS[m] + " mean" for m in metrics],
               *[SET_METRIC_LABELS[m] for m in SET_METRICS]]
-    rows = []
+    rows, resizes = [], set()
     for variant, entry in summary["variants"].items():
         row: list[object] = [variant, f"{entry['evaluated']} of {entry['rows']}"]
         row += [_mean(entry.get(m)) for m in metrics]
@@ -85,13 +86,15 @@ def _eval_summary_html(summary: dict | None, metrics: list[str]) -> str:
             m = entry.get(name)
             row.append("–" if not m or m["value"] is None else
                        f"{m['value']:.4g} (n={m['n_generated']} vs {m['n_real']}{', biased' if m['biased'] else ''})")
+            resizes.add(m.get("resize") if m else None)
         rows.append(row)
     parts = [table_html("Evaluation", header, rows)]
     encoders = "; ".join(f"{k}: {v}" for k, v in summary["encoders"].items())
     parts.append(table_html("Evaluated with", None, [
         ["encoders", encoders], ["real set", f"{summary['real_set']['source']} ({summary['real_set']['usable']} "
                                              "images)"],
-        ["missing images", summary["missing_images"]]]))
+        ["missing images", summary["missing_images"]],
+        *[["FID inputs", f"299 px by {FID_RESIZE_LABELS.get(r, r)}"] for r in sorted(resizes - {None})]]))
     ab = summary.get("ab")
     if ab:
         parts.append(table_html(
