@@ -46,7 +46,8 @@ class ImageEmbedder:
             model.config.projection_dim if kind == "clip" else model.config.hidden_size)
 
     def pixel_values(self, pixels: np.ndarray) -> torch.Tensor:
-        """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, on the encoder's device and dtype."""
+        """(B, S, S, 3) on the 0..255 scale (uint8; float32 for the FID Inception's unrounded resize) -> (B, 3, S, S)
+        normalised, on the encoder's device and dtype."""
         p = self.preprocessing
         if pixels.shape[1:] != (p.size, p.size, 3):
             raise ValueError(f"{self.kind} expects {p.size}x{p.size} RGB images, got {pixels.shape[1:]}")

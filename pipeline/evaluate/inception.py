@@ -6,7 +6,9 @@ it from torchvision, which does not import beside this project's torch. Paramete
 `Inception3`'s, so pytorch-fid's `pt_inception-2015-12-05` weights, converted to safetensors outside tryall, load
 with strict key checking. Where the FID graph differs from torchvision's ImageNet Inception, this follows the graph:
 the branch average pools of blocks A, C and the first E leave the zero padding out of the mean, and the last block
-max-pools its pool branch. Inputs are scaled to [-1, 1] and resized to 299 x 299 (bilinear) as pytorch-fid does.
+max-pools its pool branch. Inputs are scaled to [-1, 1] and resized to 299 x 299 (bilinear) as pytorch-fid does;
+the evaluation hands it cuts already at 299 x 299, resized by the convention `distribution.fid_resize` names
+(pipeline.evaluate.crops).
 """
 
 from __future__ import annotations
