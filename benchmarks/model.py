@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.klein_model import bench_klein
 from benchmarks.naive import NaiveSampler
 from pipeline.model import DTCSampler, SampleBatch, SamplingParams, load_dtc, select_device
 from pipeline.model.device import DTYPES
@@ -163,6 +164,8 @@ def _bench(plan: ModelPlan, device: torch.device) -> dict[str, Any]:
         "repeats": plan.repeats,
         "torch_threads": torch.get_num_threads(),
         "compile": plan.compile,
+        # FLUX.2 [klein] beside the DTC, at the same crop and the first batch size (its own 4 distilled steps).
+        "klein": bench_klein(device, plan.resolution, plan.batch_sizes[:1], plan.repeats),
     }
 
 

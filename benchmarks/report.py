@@ -52,6 +52,12 @@ def table(report: dict[str, Any]) -> str:
         if fastest is not None:
             basis = f"the fastest row's seconds per image on {model['device']}"
             lines.append(format_projection(cost_projection(fastest, 1, G5_XLARGE_ON_DEMAND_USD_PER_HOUR, basis=basis)))
+        klein = model.get("klein")
+        if klein:
+            for r in klein["rows"]:
+                lines.append(f"klein: {klein['config']} at {klein['resolution']} px, batch {r['batch']}, {r['steps']} "
+                             f"steps: {_fmt(r['seconds_per_image'])} s/image, {_fmt(r['cpu_seconds_per_image'])} CPU "
+                             f"s/image, peak GPU {_fmt(r['peak_gpu_gib'])} GiB")
     pipe = report.get("pipeline")
     if pipe:
         lines.append("")

@@ -92,7 +92,9 @@ def load_klein(path: Path | str, *, device: torch.device, dtype: torch.dtype) ->
     if str(path) == KLEIN_TINY_MODEL:
         from .klein_build import build_tiny_klein
 
-        pipe = build_tiny_klein().to(dtype=dtype)
+        pipe = build_tiny_klein()  # built in fp32
+        if dtype != torch.float32:
+            pipe = pipe.to(dtype=dtype)
     else:
         path = Path(path)
         if is_pickle(path):

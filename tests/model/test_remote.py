@@ -128,3 +128,15 @@ def test_remote_pickles_and_missing_checkpoints_refused(s3_store, tmp_path):
         load_dtc(f"s3://{bucket}/pickled", device=cpu, cache_dir=str(tmp_path), storage_options=options)
     with pytest.raises(CheckpointError, match=f"checkpoint not found: s3://{bucket}/absent"):
         load_dtc(f"s3://{bucket}/absent", device=cpu, cache_dir=str(tmp_path), storage_options=options)
+
+
+def test_fetch_a_single_remote_file(s3_store, tmp_path):
+    """A URI naming one file (e.g. FID Inception weights) is fetched as that file, not `<file>/<file>`."""
+    bucket, options = s3_store
+    fs = s3fs.S3FileSystem(**options)
+    fs.pipe_file(f"{bucket}/weights/pt_inception.safetensors", b"tensor bytes")
+    local = cache_module.fetch(f"s3://{bucket}/weights/pt_inception.safetensors", cache_dir=tmp_path,
+                               storage_options=options)
+    assert local.name == "pt_inception.safetensors" and local.read_bytes() == b"tensor bytes"
+    assert cache_module.fetch(f"s3://{bucket}/weights/pt_inception.safetensors", cache_dir=tmp_path,
+                              storage_options=options) == local
