@@ -1,4 +1,5 @@
-"""A small finished A/B run for the evaluation and report tests: the tiny model, 64 px, 2 against 4 steps.
+"""A small finished A/B run for the evaluation and report tests, one variant per model family: the tiny DTC at 2
+steps against the tiny random FLUX.2 [klein] (its own 4 steps), both at 64 px.
 
 Two products on three scenes in both variants; the third scene's mask is empty, so its pairs fail (`mask_empty`) and
 the run has failed rows to report.
@@ -17,7 +18,7 @@ from pipeline.inference.config import load_config
 from pipeline.inference.runner import run
 from pipeline.synthetic.samples import write_sample_set
 
-VARIANTS = "[{name: a, sampling: {steps: 2}}, {name: b, sampling: {steps: 4}}]"
+VARIANTS = "[{name: a, sampling: {steps: 2}}, {name: b, model: {source: klein-tiny}}]"
 # The output whose image the evaluated copy lacks: the evaluation counts it, the page shows it as missing.
 MISSING = ("lamp-000", "room-001", "b")
 
