@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.core.model_sources import KLEIN_TINY_MODEL
 from pipeline.core.provenance import PART_NAMES
 from pipeline.core.settings import Dtype, JobSettings, Resolution, Section
 from pipeline.core.storage import S3Config
@@ -21,6 +22,14 @@ class TrainModelConfig(Section):
         description="where training starts: a named configuration (tiny, sd15: seeded random weights), a DTC "
         "checkpoint directory, a Paint-by-Example pipeline directory, or an s3:// URI of either",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _a_dtc(cls, value: str) -> str:
+        if value == KLEIN_TINY_MODEL:
+            raise ValueError("training makes a DTC; FLUX.2 [klein] is used as published (an inference source only)")
+        return value
+
     dtype: Dtype = Field(
         "auto",
         description="autocast compute precision; weights and optimizer state stay fp32. auto: bf16 on GPU, fp32 "

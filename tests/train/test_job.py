@@ -32,6 +32,8 @@ def test_bad_inputs_exit_2_with_the_reason(tmp_path, capsys):
     assert "unknown part names" in capsys.readouterr().err
     assert main([*base, "--set", f"manifest_uri={manifest}", "--set", f"model.source={tmp_path}"]) == 2
     assert "not a DTC checkpoint" in capsys.readouterr().err
+    assert main([*base, "--set", f"manifest_uri={manifest}", "--set", "model.source=klein-tiny"]) == 2
+    assert "training makes a DTC" in capsys.readouterr().err
 
 
 def test_the_workers_get_local_paths_made_absolute(tmp_path, monkeypatch):
