@@ -19,6 +19,7 @@ from pipeline.core.model_sources import MODEL_CACHE_ENV
 from pipeline.core.sampling import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, Scheduler
 from pipeline.core.settings import ConfigError, Dtype, JobSettings, Resolution, Section, load_settings
 from pipeline.core.storage import S3Config
+from pipeline.imaging.color_match import ColorMatch
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.cost import G5_XLARGE_ON_DEMAND_USD_PER_HOUR
 from pipeline.inference.prompts import DEFAULT_PROMPT, check_template
@@ -113,12 +114,32 @@ class ImageConfig(Section):
                            description="the region is grown by this many pixels before paste-back")
     feather_px: int = Field(_IMAGE.feather_px, ge=0, le=256,
                             description="feathering lies inside the dilation: at most dilate_px")
+    color_match: ColorMatch = Field(_IMAGE.color_match, description="map the generated crop's colours onto the "
+                                    "scene's before paste-back, fitted on the crop's context (none: paste as is)")
 
     @model_validator(mode="after")
     def _feather_inside_dilation(self) -> ImageConfig:
         if self.feather_px > self.dilate_px:
             raise ValueError(f"feather_px ({self.feather_px}) must not exceed dilate_px ({self.dilate_px})")
         return self
+
+
+class QualityConfig(Section):
+    """Checks of each pair's paste-back that a nightly can act on: a failed check flags the pair (its row's
+    `quality_flags`, counted in the summary); the pair stays `ok`, so nothing is lost and downstream filters."""
+
+    seam_delta_e_max: float = Field(
+        6.0, gt=0.0, description="flag `seam` when the seam's mean CIEDE2000 (seam_delta_e) exceeds this; 2.3 is "
+        "about a just noticeable difference"
+    )
+    region_delta_e_min: float = Field(
+        2.0, ge=0.0, description="flag `nothing_inserted` when the region's mean CIEDE2000 against the scene "
+        "(region_delta_e) is below this: the model returned the scene"
+    )
+    retries: int = Field(
+        0, ge=0, le=8, description="sample a pair flagged seam or nothing_inserted again, up to this many times, "
+        "with seeds derived from its own, and keep the best attempt (the row records attempts)"
+    )
 
 
 class ComputeConfig(Section):
@@ -266,6 +287,7 @@ class RunConfig(JobSettings):
     s3: S3Config = S3Config()
     record: RecordConfig = RecordConfig()
     cost: CostConfig = CostConfig()
+    quality: QualityConfig = QualityConfig()
     selection: SelectionConfig = SelectionConfig()
     variants: list[VariantConfig] = Field(
         default_factory=list, description="A/B arms; empty: one arm named 'default' with the run's model and sampling"
@@ -379,7 +401,7 @@ def _resolved(model: ModelConfig, sampling: SamplingConfig, overrides: dict[str,
 def _image_settings(resolution: int, reference_size: int, image: ImageConfig, output: OutputConfig) -> ImageSettings:
     """Built once per distinct value, not per pair (the sections are frozen, so they are keys)."""
     return ImageSettings(resolution=resolution, reference_size=reference_size, max_pixels=image.max_pixels,
-                         context_margin=image.context_margin,
+                         context_margin=image.context_margin, color_match=image.color_match,
                          dilate_px=image.dilate_px, feather_px=image.feather_px, output_format=output.format,
                          output_quality=output.quality)
 

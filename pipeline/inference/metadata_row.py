@@ -43,8 +43,20 @@ METADATA_SCHEMA = pa.schema(
         # The model family (dtc | flux2-klein), and the prompt a text-conditioned family was given (null for DTC).
         ("model_family", pa.string()),
         ("prompt", pa.string()),
+        # The paste-back measured (null where nothing was pasted): mean CIEDE2000 between what was pasted and the
+        # scene on the feathered band outside the region (the seam), the same inside the region (near 0: nothing
+        # inserted), and pixels outside the dilated region that differ from the scene (anything but 0 is a bug).
+        ("seam_delta_e", pa.float32()),
+        ("region_delta_e", pa.float32()),
+        ("outside_changed_px", pa.int64()),
+        # The quality checks this pair failed (`quality` settings): seam, nothing_inserted, outside_changed. A
+        # flagged pair stays `ok`; downstream systems filter on this.
+        ("quality_flags", pa.list_(pa.string())),
+        # Samples drawn for the pair: 1, or more when `quality.retries` sampled a flagged pair again.
+        ("attempts", pa.int32()),
     ]
 )
+QUALITY_COLUMNS = ("seam_delta_e", "region_delta_e", "outside_changed_px")
 # A pair's identity: exactly one metadata row per value of these columns.
 PAIR_KEY = ("product_id", "scene_id", "variant")
 # What `metadata_row` builds: every column but `finished_at`, which the writer stamps when the driver receives the row.
@@ -67,9 +79,11 @@ def metadata_row(
     postprocess_s: float = 0.0,
     inference_node: str | None = None,
     prompt: str | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One pair's row (ROW_SCHEMA's columns). `cfg` is the configuration of the pair's variant; `pair` holds at least
-    product_id, scene_id, variant, seed and product_uri. Empty strings are recorded as null."""
+    product_id, scene_id, variant, seed and product_uri. Empty strings are recorded as null. `quality`: the
+    paste-back's measures (QUALITY_COLUMNS), `quality_flags` and `attempts`, where the pair got that far."""
     return {
         "run_id": cfg.run_id,
         "product_id": pair["product_id"],
@@ -95,4 +109,7 @@ def metadata_row(
         "inference_node": inference_node,
         "model_family": None if cfg.model.family == "auto" else cfg.model.family,
         "prompt": prompt,
+        **{name: (quality or {}).get(name) for name in QUALITY_COLUMNS},
+        "quality_flags": list((quality or {}).get("quality_flags") or []),
+        "attempts": int((quality or {}).get("attempts") or (1 if status == "ok" else 0)),
     }

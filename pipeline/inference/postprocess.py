@@ -30,6 +30,7 @@ from pipeline.imaging.decode import (
 )
 from pipeline.imaging.geometry import Box
 from pipeline.imaging.masks import Region, build_region
+from pipeline.imaging.seams import SeamMetrics
 from pipeline.imaging.settings import ImageSettings
 from pipeline.inference.step_times import StepTimes
 
@@ -44,14 +45,15 @@ def composite_pair(
     region: bytes | None = None,
     settings: ImageSettings,
     times: StepTimes | None = None,
-) -> tuple[bytes, tuple[int, int]]:
-    """Returns (encoded image, (W, H) of the upright scene). Raises only `PairError`.
+) -> tuple[bytes, tuple[int, int], SeamMetrics]:
+    """Returns (encoded image, (W, H) of the upright scene, the paste-back's `SeamMetrics`). Raises only `PairError`.
 
     `generated` is uint8 (h, w, 3) covering `window` (normally R x R from the model); `window` is the one
     `prepare_pair` returned. The region is `region`, the `PreparedPair.region` bytes of the same pair (the
     pipeline's way: the mask is not decoded again), or else rebuilt from exactly one of `mask_bytes` and `box`.
-    The output keeps the scene's RGB ICC profile, and has no EXIF. `times`, when given, gets the CPU time of each
-    step (decode, mask, paste_back, encode).
+    The output keeps the scene's RGB ICC profile, and has no EXIF. The crop's colours are matched to the scene's first
+    (`settings.color_match`), and the seam, the region and the outside are measured at the output's resolution.
+    `times`, when given, gets the CPU time of each step (decode, mask, paste_back, encode).
     """
     with unexpected_as_internal("compositing the pair"):
         return _composite(
@@ -102,7 +104,7 @@ def _composite(
     region: bytes | None,
     settings: ImageSettings,
     times: StepTimes,
-) -> tuple[bytes, tuple[int, int]]:
+) -> tuple[bytes, tuple[int, int], SeamMetrics]:
     generated = _check_generated(generated)
     with times.step("decode"):
         scene = open_image(scene_bytes, max_pixels=settings.max_pixels, what="scene")
@@ -134,8 +136,8 @@ def _composite(
             saved = upright.crop(changed) if changed else None
         try:
             with times.step("paste_back"):
-                paste_back(upright, generated, window, found, dilate_px=settings.dilate_px,
-                           feather_px=settings.feather_px)
+                metrics = paste_back(upright, generated, window, found, dilate_px=settings.dilate_px,
+                                     feather_px=settings.feather_px, color_match=settings.color_match, measure=True)
             with times.step("encode"):
                 encoded = encode_image(upright, settings.output_format, settings.output_quality,
                                        icc_profile=icc_profile)
@@ -143,7 +145,8 @@ def _composite(
             if saved is not None:
                 with times.step("paste_back"):
                     upright.paste(saved, changed[:2])  # the cached scene is the scene again
-    return encoded, size
+    assert metrics is not None
+    return encoded, size, metrics
 
 
 # Scenes larger than this are decoded for their pair only (a 12 MP scene is 48 MB as RGB pixels).

@@ -11,10 +11,12 @@ import io
 import json
 import time
 import uuid
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -155,7 +157,33 @@ def clear_summary(cfg: RunConfig) -> None:
         fs.rm(path)
 
 
-TALLIED = ("status", "error_reason", "variant", "inference_s")
+TALLIED = ("status", "error_reason", "variant", "inference_s", "seam_delta_e", "region_delta_e", "quality_flags",
+           "attempts")
+
+
+@dataclass
+class QualityTally:
+    """One variant's paste-back measures (float32: 8 bytes a pair for both) and flag counts."""
+
+    seam: array = field(default_factory=lambda: array("f"))
+    region: array = field(default_factory=lambda: array("f"))
+    flags: Counter = field(default_factory=Counter)
+    flagged: int = 0
+    retried: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"seam_delta_e": _distribution(self.seam), "region_delta_e": _distribution(self.region),
+                "flagged_pairs": self.flagged, "by_flag": dict(sorted(self.flags.items())),
+                "retried_pairs": self.retried}
+
+
+def _distribution(measured: array) -> dict[str, Any]:
+    values = np.frombuffer(measured, dtype=np.float32)
+    if not values.size:
+        return {"pairs": 0}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"pairs": int(values.size), "mean": round(float(values.mean()), 3), "p50": round(float(p50), 3),
+            "p90": round(float(p90), 3), "p99": round(float(p99), 3), "max": round(float(values.max()), 3)}
 
 
 @dataclass
@@ -167,15 +195,40 @@ class RowTally:
     reasons: Counter = field(default_factory=Counter)
     variants: dict[str, Counter] = field(default_factory=dict)
     inference_s: float = 0.0
+    quality: dict[str, QualityTally] = field(default_factory=dict)
 
     def add(self, rows: pa.Table | pa.RecordBatch) -> None:
         self.rows += rows.num_rows
         statuses = rows.column("status").to_pylist()
         self.statuses.update(statuses)
         self.reasons.update(r for r in rows.column("error_reason").to_pylist() if r)
-        for variant, status in zip(rows.column("variant").to_pylist(), statuses, strict=True):
+        variants = rows.column("variant").to_pylist()
+        for variant, status in zip(variants, statuses, strict=True):
             self.variants.setdefault(variant, Counter())[status] += 1
         self.inference_s += pc.sum(rows.column("inference_s")).as_py() or 0.0
+        if "seam_delta_e" in rows.column_names:
+            self._add_quality(rows, np.asarray(variants, dtype=object))
+
+    def _add_quality(self, rows: pa.Table | pa.RecordBatch, variants: np.ndarray) -> None:
+        seam = rows.column("seam_delta_e").to_numpy(zero_copy_only=False).astype(np.float32)
+        region = rows.column("region_delta_e").to_numpy(zero_copy_only=False).astype(np.float32)
+        flags = rows.column("quality_flags").to_pylist()
+        attempts = rows.column("attempts").to_pylist()
+        for variant in dict.fromkeys(variants):
+            mine = variants == variant
+            tally = self.quality.setdefault(variant, QualityTally())
+            tally.seam.frombytes(seam[mine & np.isfinite(seam)].tobytes())  # measured pairs only
+            tally.region.frombytes(region[mine & np.isfinite(region)].tobytes())
+            for i in np.flatnonzero(mine):
+                if flags[i]:
+                    tally.flagged += 1
+                    tally.flags.update(flags[i])
+                if (attempts[i] or 0) > 1:
+                    tally.retried += 1
+
+    def quality_by_variant(self) -> dict[str, dict[str, Any]]:
+        """Per variant: the distribution of seam and region CIEDE2000 over its measured pairs, and flag counts."""
+        return {v: self.quality.get(v, QualityTally()).summary() for v in sorted(self.variants)}
 
     def by_variant(self) -> dict[str, dict[str, int]]:
         """Rows by variant and status: {"a": {"ok": 3, "failed": 1}, ...}."""
@@ -223,6 +276,8 @@ def build_summary(cfg: RunConfig, rows: pa.Table | RowTally, *, attempt_pairs: i
         "cost": cost_projection(rows.inference_s, statuses.get("ok", 0), cfg.cost.gpu_hourly_usd,
                                 basis="inference seconds on the GPU actors summed over the run's rows (model time; "
                                 "idle and start-up time not counted)"),
+        # Flagged pairs stay `ok`: their rows' quality_flags let downstream systems filter them.
+        "quality": {"thresholds": cfg.quality.model_dump(), "by_variant": rows.quality_by_variant()},
         "config_hash": cfg.config_hash(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

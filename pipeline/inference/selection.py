@@ -313,7 +313,8 @@ def choose(cfg: RunConfig, manifests: Manifests, *, started_at: str | None = Non
              chosen.num_rows, catalogue.num_rows, sliced.num_rows,
              f", incremental against {info.get('baseline_run') or 'earlier runs metadata'}" if sel.incremental else "",
              len(cfg.variant_names()))
-    return Choice(catalogue=chosen.select(["product_id", "image_uri", "category", "title"]), selection=recorded)
+    kept = [c for c in ("product_id", "image_uri", "category", "title") if c in chosen.column_names]
+    return Choice(catalogue=chosen.select(kept), selection=recorded)
 
 
 def pairs_of(cfg: RunConfig, chosen: pa.Table, scenes: pa.Table, chunk: pa.Table | None,

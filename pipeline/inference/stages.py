@@ -26,6 +26,7 @@ from pipeline.inference.metadata_row import metadata_row
 from pipeline.inference.postprocess import composite_pair
 from pipeline.inference.preprocess import prepare_pair
 from pipeline.inference.prompts import render
+from pipeline.inference.quality import attempt_seed, crop_metrics, needs_retry, quality_flags, rank
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,53 @@ class Inference:
             inputs["hint"] = batch["hint"][idx]
         return self.sampler.generate(self.batch_type(**inputs))
 
+    def _generate_isolated(self, batch: dict[str, np.ndarray], idx: np.ndarray, generated: np.ndarray) -> None:
+        """`generated[idx]` from one model call; if it fails, pair by pair, a pair that fails alone is `failed`."""
+        if not len(idx):
+            return
+        try:
+            generated[idx] = self._generate(batch, idx)
+        except Exception:  # noqa: BLE001 - isolate the pair that breaks the batch
+            log.exception("batch of %d failed; retrying its pairs one by one", len(idx))
+            for i in idx:
+                try:
+                    generated[i] = self._generate(batch, np.array([i]))[0]
+                except Exception as exc:  # noqa: BLE001
+                    batch["status"][i], batch["error_reason"][i] = "failed", MODEL_ERROR
+                    batch["error_message"][i] = f"generation failed: {type(exc).__name__}: {exc}"
+
+    def _retry_flagged(self, batch: dict[str, np.ndarray], generated: np.ndarray, attempts: np.ndarray) -> None:
+        """Sample the pairs a quality check flags again (seeds derived from theirs), up to `quality.retries` times,
+        keeping each pair's best attempt (`quality.rank` of its paste-back into the scene crop)."""
+        quality, settings = self.cfg.quality, self.cfg.image_settings
+
+        def measured(i: int, image: np.ndarray) -> Any:
+            side = int(batch["window"][i][2] - batch["window"][i][0])
+            return crop_metrics(batch["scene_crop"][i], batch["mask_crop"][i], image, side, settings)
+
+        best = {int(i): measured(i, generated[i]) for i in np.flatnonzero(batch["status"] == "ok")}
+        seeds = batch["seed"].copy()
+        for attempt in range(2, quality.retries + 2):
+            flagged = np.array([i for i, m in best.items() if needs_retry(m, quality)], dtype=np.int64)
+            if not len(flagged):
+                return
+            batch["seed"] = seeds.copy()
+            batch["seed"][flagged] = [attempt_seed(int(seeds[i]), attempt) for i in flagged]
+            again = np.zeros_like(generated)
+            try:
+                again[flagged] = self._generate(batch, flagged)
+            except Exception:  # noqa: BLE001 - a retry that fails keeps the attempts made so far
+                log.exception("retry %d of %d flagged pairs failed; keeping their earlier attempts", attempt,
+                              len(flagged))
+                break
+            finally:
+                batch["seed"] = seeds
+            for i in flagged:
+                attempts[i] = attempt
+                candidate = measured(int(i), again[i])
+                if rank(candidate, quality) < rank(best[int(i)], quality):
+                    best[int(i)], generated[i] = candidate, again[i]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         n = len(batch["seed"])
@@ -172,22 +220,16 @@ class Inference:
             batch[name] = batch[name].astype(object)
         generated = np.zeros_like(batch["scene_crop"])
         ok = np.flatnonzero(batch["status"] == "ok")
-        if len(ok):
-            try:
-                generated[ok] = self._generate(batch, ok)
-            except Exception:  # noqa: BLE001 - isolate the pair that breaks the batch
-                log.exception("batch of %d failed; retrying its pairs one by one", len(ok))
-                for i in ok:
-                    try:
-                        generated[i] = self._generate(batch, np.array([i]))[0]
-                    except Exception as exc:  # noqa: BLE001
-                        batch["status"][i], batch["error_reason"][i] = "failed", MODEL_ERROR
-                        batch["error_message"][i] = f"generation failed: {type(exc).__name__}: {exc}"
+        self._generate_isolated(batch, ok, generated)
+        attempts = np.where(batch["status"] == "ok", 1, 0).astype(np.int32)
+        if self.cfg.quality.retries and not isinstance(self.sampler, NoopSampler):
+            self._retry_flagged(batch, generated, attempts)
         elapsed = time.perf_counter() - started
         out = {k: v for k, v in batch.items() if k not in ARRAY_COLUMNS}
         out["generated"] = generated
         # GPU time is shared evenly by the batch's pairs that were computed.
         out["inference_s"] = np.where(batch["status"] == "ok", elapsed / max(len(ok), 1), 0.0).astype(np.float32)
+        out["attempts"] = attempts
         out["model_id"] = np.array([self.model_id] * n, dtype=object)
         out["prompt"] = np.array(self.prompts(batch, np.arange(n)) if self.prompted else [None] * n, dtype=object)
         ran = np.zeros(n, np.bool_)
@@ -206,15 +248,19 @@ def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     settings = cfg.image_settings
     output_uri, output_bytes = "", 0
+    measured: dict[str, Any] = {"attempts": int(row.get("attempts") or 0)}
     if row["status"] == "ok":
         try:
             # Inside the try: an id that cannot be a key (empty) fails this pair, never the task and the job.
             key = image_key(row["variant"], row["product_id"], row["scene_id"], settings.output_extension)
             scene_bytes = _read_last(COMPOSITE_SCENE_FILE, row["scene_uri"], cfg.s3)
-            encoded, _ = composite_pair(
+            encoded, _, metrics = composite_pair(
                 scene_bytes, row["generated"], tuple(int(v) for v in row["window"]),
                 region=row["region"], settings=settings,
             )
+            measured = {name: None if isinstance(value, float) and math.isnan(value) else value
+                        for name, value in metrics.__dict__.items()}  # no seam band: null, not NaN
+            measured.update(quality_flags=quality_flags(metrics, cfg.quality), attempts=int(row.get("attempts") or 1))
             try:
                 write_bytes(join(cfg.run_uri, key), encoded, cfg.s3)
             except Exception as exc:  # noqa: BLE001 - any storage failure is this pair's write_error
@@ -229,5 +275,5 @@ def composite_row(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         output_uri=output_uri, model_id=row.get("model_id"), scene_size=(row["scene_width"], row["scene_height"]),
         output_bytes=output_bytes, preprocess_s=row["preprocess_s"], inference_s=row.get("inference_s", 0.0),
         postprocess_s=time.perf_counter() - started, inference_node=node if isinstance(node, str) else None,
-        prompt=_text(row.get("prompt")),
+        prompt=_text(row.get("prompt")), quality=measured,
     )

@@ -30,7 +30,7 @@ from pipeline.synthetic.images import encode, exif_with_orientation, noise, phot
 from tests.imaging._helpers import brute_dilate
 
 RES = 64
-SETTINGS = ImageSettings(resolution=RES, reference_size=32, output_format="png")
+SETTINGS = ImageSettings(resolution=RES, reference_size=32, output_format="png", color_match="none")
 MAGENTA = (255, 0, 255)
 # The inverse of each orientation's transpose: what a camera stored, given the upright picture.
 STORE = {1: None, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
@@ -195,7 +195,7 @@ def test_one_pixel_scene():
     pair = prepare(scene, box=(0, 0, 1, 1))
     assert pair.window == (0, 0, 1, 1) and pair.mask_crop.all()
     assert (pair.scene_crop == (10, 20, 30)).all()
-    out, size = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=(0, 0, 1, 1), settings=SETTINGS)
+    out, size, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=(0, 0, 1, 1), settings=SETTINGS)
     assert size == (1, 1) and np.asarray(Image.open(io.BytesIO(out)))[0, 0].tolist() == list(MAGENTA)
 
 
@@ -212,7 +212,7 @@ def test_composite_png_equals_scene_outside_the_dilated_mask(orientation):
     upright = Image.fromarray(noise(260, 180, seed=orientation))
     scene = stored_jpeg(upright, orientation)
     pair = prepare(scene, box=box)
-    out, size = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=box, settings=SETTINGS)
+    out, size, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=box, settings=SETTINGS)
     assert size == (260, 180) and out.startswith(b"\x89PNG")
     result, original = decoded(out), np.asarray(decode_image(scene, max_pixels=10**8))
     mask = box_mask(size, box)
@@ -226,10 +226,10 @@ def test_composite_mask_at_the_border_with_window_beyond_it_lossless_webp():
     mask = ((xx - 190) ** 2 + (yy - 60) ** 2 <= 55**2) | (yy >= 115)  # touches the right and bottom borders
     mask_bytes = encode(Image.fromarray(mask.view(np.uint8) * 255), "PNG")
     scene = encode(Image.fromarray(noise(200, 120, seed=3)), "PNG")
-    settings = ImageSettings(resolution=RES, output_format="webp", output_quality=100)
+    settings = ImageSettings(resolution=RES, output_format="webp", output_quality=100, color_match="none")
     pair = prepare(scene, mask_bytes=mask_bytes, settings=settings)
     assert pair.window[1] < 0 and pair.window[3] > 120  # taller than the image: padded
-    out, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=mask_bytes, box=None, settings=settings)
+    out, _, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=mask_bytes, box=None, settings=settings)
     result, original = decoded(out), np.asarray(decode_image(scene, max_pixels=10**8))
     outside = ~brute_dilate(mask, settings.dilate_px)
     assert np.array_equal(result[outside], original[outside])
@@ -242,7 +242,7 @@ def test_composite_jpeg_output_close_outside_the_mask_and_keeps_icc():
     scene = encode(photo(240, 160, seed=4), "JPEG", quality=95, icc_profile=srgb)
     settings = ImageSettings(resolution=RES)
     pair = prepare(scene, box=box, settings=settings)
-    out, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=box, settings=settings)
+    out, _, _ = composite_pair(scene, magenta(), pair.window, mask_bytes=None, box=box, settings=settings)
     img = Image.open(io.BytesIO(out))
     assert img.format == "JPEG" and img.info.get("icc_profile") == srgb and not img.getexif()
     outside = ~brute_dilate(box_mask((240, 160), box), 12)

@@ -50,8 +50,8 @@ def test_composite_with_packed_region_equals_composite_with_mask(fmt, orientatio
     product = encode(photo(50, 70, seed=1), "JPEG")
     pair = prepare_pair(scene, product, mask_bytes=mask, box=None, settings=settings)
     generated = np.full((64, 64, 3), (255, 0, 255), np.uint8)
-    by_mask, size = composite_pair(scene, generated, pair.window, mask_bytes=mask, box=None, settings=settings)
-    packed, size2 = composite_pair(scene, generated, pair.window, region=pair.region, settings=settings)
+    by_mask, size, _ = composite_pair(scene, generated, pair.window, mask_bytes=mask, box=None, settings=settings)
+    packed, size2, _ = composite_pair(scene, generated, pair.window, region=pair.region, settings=settings)
     assert by_mask == packed and size == size2 == upright
 
 

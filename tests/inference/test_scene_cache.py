@@ -31,7 +31,7 @@ def generated(seed: int) -> np.ndarray:
 
 def uncached(scene: bytes, crop: np.ndarray, window, box, settings) -> bytes:
     postprocess.COMPOSITE_SCENES.clear()
-    out, _ = composite_pair(scene, crop, window, box=box, settings=settings)
+    out, _, _ = composite_pair(scene, crop, window, box=box, settings=settings)
     postprocess.COMPOSITE_SCENES.clear()
     return out
 
