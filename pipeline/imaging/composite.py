@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import IMAGE_TOO_LARGE, WRITE_ERROR, PairError
-from pipeline.imaging.color_match import ColorMap, ColorMatch, context_samples, fit_color_map
+from pipeline.imaging.color_match import ColorMatch, match_colors
 from pipeline.imaging.geometry import Box, intersect
 from pipeline.imaging.masks import Region, feathered_alpha
 from pipeline.imaging.seams import SeamMetrics, seam_metrics
@@ -41,9 +41,9 @@ def paste_back(
     scene pixels are untouched, bit for bit. Only the region's bbox grown by `dilate_px` (inside the image
     and the window) is resampled and blended; nothing scene-sized is copied.
 
-    `color_match` (`color_match.COLOR_MATCH_METHODS`) first maps the crop's colours onto the scene's, fitted on the
-    crop's context outside that box (`color_match.context_samples`); with too little context (a region filling its
-    window) the crop is pasted unmapped; `none` never maps it.
+    `color_match` (`color_match.COLOR_MATCH_METHODS`) first matches the crop's colours to the scene's, fitted on the
+    crop's context (`color_match.match_colors`); with too little context (a region filling its window) the crop is
+    pasted as it is, as with `none`.
     Returns the pair's `SeamMetrics` when `measure` (`SeamMetrics.nothing_pasted()` when the box is empty), else
     None.
     """
@@ -58,11 +58,12 @@ def paste_back(
     scale_x, scale_y = gen_w / (wx1 - wx0), gen_h / (wy1 - wy0)
     source = ((x0 - wx0) * scale_x, (y0 - wy0) * scale_y, (x1 - wx0) * scale_x, (y1 - wy0) * scale_y)
     crop = Image.fromarray(generated)
-    color_map = None
     if color_match != "none":
-        color_map = fit_color_map(color_match, *context_samples(scene, generated, window, exclude=work))
-    if color_map is not None:
-        crop, source = _mapped_source(crop, source, (x1 - x0, y1 - y0), color_map)
+        part = _read_part(source, (x1 - x0, y1 - y0), crop.size)
+        matched = match_colors(color_match, scene, generated, window, paste=work, alpha=alpha, part=part)
+        if matched is not None:
+            crop = matched
+            source = (source[0] - part[0], source[1] - part[1], source[2] - part[0], source[3] - part[1])
     patch = crop.resize((x1 - x0, y1 - y0), resample, box=source)
     before = scene.crop(work) if measure else None
     scene.paste(patch, (x0, y0), alpha)
@@ -73,19 +74,17 @@ def paste_back(
     return seam_metrics(before, scene.crop(work), patch, alpha, inside, block=block)
 
 
-def _mapped_source(
-    crop: Image.Image, source: tuple[float, float, float, float], size: tuple[int, int], color_map: ColorMap
-) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    """The part of `crop` that resampling `source` to `size` reads, colour-mapped, and `source` in it: the map
-    costs per pixel, and the crop's context is never pasted."""
+def _read_part(source: tuple[float, float, float, float], size: tuple[int, int], crop_size: tuple[int, int]) -> Box:
+    """The pixels of a crop of `crop_size` that resampling its `source` box to `size` reads: colour matching costs
+    per pixel, and the crop's context is never pasted."""
     sx0, sy0, sx1, sy1 = source
     # Pillow's widest filter (Lanczos) reads 3 pixels each side, times the reduction factor when shrinking.
     reach_x = 3 * max(1.0, (sx1 - sx0) / size[0]) + 1
     reach_y = 3 * max(1.0, (sy1 - sy0) / size[1]) + 1
-    cx0, cy0 = max(0, math.floor(sx0 - reach_x)), max(0, math.floor(sy0 - reach_y))
-    cx1, cy1 = min(crop.width, math.ceil(sx1 + reach_x)), min(crop.height, math.ceil(sy1 + reach_y))
-    part = color_map.apply(crop.crop((cx0, cy0, cx1, cy1)))
-    return part, (sx0 - cx0, sy0 - cy0, sx1 - cx0, sy1 - cy0)
+    return (
+        max(0, math.floor(sx0 - reach_x)), max(0, math.floor(sy0 - reach_y)),
+        min(crop_size[0], math.ceil(sx1 + reach_x)), min(crop_size[1], math.ceil(sy1 + reach_y)),
+    )
 
 
 def paste_box(size: tuple[int, int], window: Box, region: Region, *, dilate_px: int) -> Box | None:

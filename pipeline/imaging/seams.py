@@ -29,8 +29,9 @@ class SeamMetrics:
 
     seam_delta_e: mean ΔE00 between what was pasted (the generated crop resampled to the scene, after colour
       matching) and the scene, on the band paste-back takes from the crop outside the region (alpha > 0 outside the
-      region: the dilation and its feather). Below about 1 an edge there is invisible; NaN when there is no band
-      (the region fills paste-back's box, as a whole-image mask does).
+      region: the dilation and its feather), both averaged over blocks of about one crop pixel. About 1 is the
+      smallest difference people see between patches side by side; NaN when there is no band (the region fills
+      paste-back's box, as a whole-image mask does).
     region_delta_e: the same inside the region: near 0 means the model returned the scene and inserted nothing.
       NaN when nothing was pasted.
     outside_changed_px: pixels of paste-back's box where alpha is 0 (the region's outside, dilated) that differ from

@@ -29,8 +29,8 @@ class ImageSettings:
     feather_px: int = 4  # width of the alpha ramp, inside the dilated region
     output_format: str = "jpeg"  # jpeg | png | webp
     output_quality: int = 95  # 1..100; jpeg and webp quality; webp at 100 is lossless
-    # How paste-back maps the generated crop's colours onto the scene's (`color_match`); none keeps them.
-    color_match: ColorMatch = "affine"
+    # How paste-back matches the generated crop's colours to the scene's (pipeline/imaging/color_match.py).
+    color_match: ColorMatch = "poisson"
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, rule: str) -> None:

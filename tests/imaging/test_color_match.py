@@ -14,6 +14,7 @@ from skimage.color import lab2rgb, rgb2lab
 from pipeline.imaging.color_match import (
     COLOR_MATCH_METHODS,
     MIN_CELLS,
+    CellGrid,
     context_samples,
     fit_color_map,
 )
@@ -26,7 +27,7 @@ from pipeline.synthetic.images import noise, photo
 
 from ._helpers import brute_dilate
 
-METHODS = [m for m in COLOR_MATCH_METHODS if m != "none"]
+MAPS = [m for m in COLOR_MATCH_METHODS if m not in ("none", "poisson")]  # one colour map for the whole crop
 
 
 # Copied from pipeline/imaging/composite.py `paste_back` before colour matching and metrics existed.
@@ -108,6 +109,25 @@ def test_rgb_methods_remove_a_global_gain_and_offset(method):
     assert after.region_delta_e < floor.region_delta_e + 0.3
 
 
+def test_poisson_removes_a_colour_difference_that_varies_across_the_crop():
+    """An offset that grows across the crop (a linear field, harmonic) is no single map: Poisson's membrane removes it
+    inside the region too, a global fit only on average."""
+    scene, region, window, _ = drifted_pair("ellipse")
+    clean = np.asarray(crop_resized(scene, window, (32, 32)))
+    ramp = np.linspace(-12, 12, 32)
+    field = np.zeros((32, 32, 3))
+    field[..., 0], field[..., 1], field[..., 2] = ramp[None, :], ramp[:, None], -ramp[None, :]
+    drifted = np.clip(np.rint(clean + field), 0, 255).astype(np.uint8)
+    floor = paste_back(scene.copy(), clean, window, region, dilate_px=8, feather_px=4, measure=True)
+    before = paste_back(scene.copy(), drifted, window, region, dilate_px=8, feather_px=4, measure=True)
+    runs = {method: paste_back(scene.copy(), drifted, window, region, dilate_px=8, feather_px=4, color_match=method,
+                               measure=True) for method in ("affine", "poisson")}
+    assert before.seam_delta_e > 3
+    assert runs["poisson"].seam_delta_e < floor.seam_delta_e + 0.5
+    assert runs["poisson"].region_delta_e < floor.region_delta_e + 0.5
+    assert runs["affine"].seam_delta_e > runs["poisson"].seam_delta_e + 1
+
+
 def test_mean_std_removes_a_global_lab_shift():
     scene, region, window, _ = drifted_pair("ellipse")
     clean = np.asarray(crop_resized(scene, window, (32, 32)))
@@ -123,7 +143,7 @@ def test_mean_std_removes_a_global_lab_shift():
     assert after.seam_delta_e < floor.seam_delta_e + 0.3
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MAPS)
 def test_a_crop_without_drift_is_left_almost_as_it_is(method):
     """The context fits the identity: matching a crop that has no drift changes it by at most a level or two."""
     scene, region, window, _ = drifted_pair("box in the middle")
@@ -151,17 +171,35 @@ def test_the_fit_never_sees_the_paste_box():
     assert np.abs(generated - scene_samples).mean() < 4  # the same places of the crop and of the scene
 
 
-def test_too_little_context_pastes_the_crop_unmapped():
+@pytest.mark.parametrize("method", ["mean_std", "poisson"])
+def test_too_little_context_pastes_the_crop_unmapped(method):
     scene, region, window, generated = drifted_pair("whole image")
     assert fit_color_map("affine", *context_samples(scene, generated, window, exclude=_work(scene, window, region))) \
         is None
     plain, matched = scene.copy(), scene.copy()
     paste_back(plain, generated, window, region, dilate_px=8, feather_px=4)
-    paste_back(matched, generated, window, region, dilate_px=8, feather_px=4, color_match="mean_std")
+    paste_back(matched, generated, window, region, dilate_px=8, feather_px=4, color_match=method)
     assert plain.tobytes() == matched.tobytes()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("origin", [(37, 21), (0, 0), (-5, 60)])
+def test_cells_covering_an_image_are_the_cells_its_pixels_fall_in(origin):
+    scene = photo(200, 150, seed=1)
+    grid = CellGrid.measure(scene, np.zeros((64, 64, 3), np.uint8), (10, -20, 190, 160))  # 2.8 px cells, clipped
+    covered = np.zeros((40, 50), dtype=np.uint8)
+    covered[5:9, 30:31] = 3  # a sliver: a faint alpha still covers its cells
+    covered[20:35, 2:20] = 255
+    expected = np.zeros(grid.generated.shape[:2], dtype=bool)
+    for y, x in zip(*np.nonzero(covered), strict=True):
+        sx, sy = origin[0] + x + 0.5, origin[1] + y + 0.5  # the pixel's centre lies in exactly one cell
+        cols = np.flatnonzero((grid.left <= sx) & (sx < grid.left + grid.step[0]))
+        rows = np.flatnonzero((grid.top <= sy) & (sy < grid.top + grid.step[1]))
+        expected[np.ix_(rows, cols)] = True
+    got = grid.covering(Image.fromarray(covered), origin)
+    assert expected.any() and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("method", MAPS)
 def test_gains_are_clamped(method):
     """A near-flat context says little about contrast: whatever it suggests, the map's gain stays in [1/2, 2]."""
     rng = np.random.default_rng(0)
@@ -184,7 +222,10 @@ def _work(scene, window, region) -> Box:
 def test_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="ImageSettings.color_match = 'lab'.*none, mean_std, affine, poly2"):
         ImageSettings(color_match="lab")
+    with pytest.raises(ValueError, match="unknown colour map 'poisson'"):
+        fit_color_map("poisson", np.zeros((20, 3)), np.zeros((20, 3)))  # a field, not a map
+    scene, region, window, generated = drifted_pair("ellipse")
     with pytest.raises(ValueError, match="unknown colour-match method 'histogram'"):
-        fit_color_map("histogram", np.zeros((20, 3)), np.zeros((20, 3)))
+        paste_back(scene, generated, window, region, dilate_px=8, feather_px=4, color_match="histogram")
     for method in COLOR_MATCH_METHODS:
         assert ImageSettings(color_match=method).color_match == method
