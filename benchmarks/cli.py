@@ -10,7 +10,9 @@ Ray pipeline against the model alone: efficiency, and the framework's overhead w
 worker private memory, object-store use, time to the first metadata part, per-pair overhead, ratios to the smallest
 run; `--memory-max-seconds` bounds each run), `train` (one training worker's samples/s and peak memory: tiny on CPU,
 sd15 at 512 px on a GPU), `demo_quality` (region PSNR against the ground truth on held-out procedural pairs: the
-demo model, the untrained tiny, both with the hint branch zeroed, and the copy-paste collage), and, only when named,
+demo model, the untrained tiny, both with the hint branch zeroed, and the copy-paste collage), `seams` (colour
+difference where the pasted crop meets the scene, per colour-match method, and what matching and measuring cost per
+pair at 512 px crops), and, only when named,
 `cluster` (a simulated cluster with 1, 2, 4 fake-GPU actors: does throughput scale). Every part records the machine
 it ran on; benchmarks/README.md explains the fields.
 """
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("model", "pipeline", "cpu_stages", "memory", "train", "demo_quality", "cluster")
+PARTS = ("model", "pipeline", "cpu_stages", "memory", "train", "demo_quality", "seams", "cluster")
 DEFAULT_PARTS = PARTS[:-1]  # cluster: opt-in, a run of --cluster-pairs per point
 
 
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
+    if "seams" in report:
+        from benchmarks.seams import table_lines
+
+        print("\n" + "\n".join(table_lines(report["seams"])))
     print(f"\nreport: {out}")
     return 0
 
@@ -176,6 +182,11 @@ def _run_part(part: str, args: argparse.Namespace, on_gpu: bool) -> dict:
         if args.quality_pairs:
             plan = dataclasses.replace(plan, pairs=args.quality_pairs)
         return bench_demo_quality(dataclasses.replace(plan, torch_threads=args.cpu_threads) if not on_gpu else plan)
+    if part == "seams":
+        from benchmarks.seams import SeamsPlan, bench_seams
+
+        plan = SeamsPlan.quick() if args.quick else SeamsPlan()
+        return bench_seams(plan if on_gpu else dataclasses.replace(plan, torch_threads=args.cpu_threads))
     if part == "cluster":
         from benchmarks.cluster import ClusterPlan, bench_cluster
 
