@@ -132,6 +132,13 @@ class CellGrid:
         return out
 
 
+def _cells_inside(start: float, step: float, count: int, length: int) -> tuple[int, int]:
+    """The cells [first, stop) of `count` cells of `step` pixels from `start` that lie inside [0, length]."""
+    first = max(0, math.ceil(-start / step - 1e-9))
+    stop = min(count, math.floor((length - start) / step + 1e-9))
+    return first, stop
+
+
 def context_samples(
     scene: Image.Image, generated: np.ndarray, window: Box, *, exclude: Box
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -179,13 +186,6 @@ def match_colors(
     keep = ~grid.meeting(paste)
     color_map = fit_color_map(method, grid.generated[keep], grid.scene[keep])
     return None if color_map is None else color_map.apply(Image.fromarray(generated).crop(part))
-
-
-def _cells_inside(start: float, step: float, count: int, length: int) -> tuple[int, int]:
-    """The cells [first, stop) of `count` cells of `step` pixels from `start` that lie inside [0, length]."""
-    first = max(0, math.ceil(-start / step - 1e-9))
-    stop = min(count, math.floor((length - start) / step + 1e-9))
-    return first, stop
 
 
 def fit_color_map(method: str, generated: np.ndarray, scene: np.ndarray) -> ColorMap | None:
