@@ -114,8 +114,10 @@ class ImageConfig(Section):
                            description="the region is grown by this many pixels before paste-back")
     feather_px: int = Field(_IMAGE.feather_px, ge=0, le=256,
                             description="feathering lies inside the dilation: at most dilate_px")
-    color_match: ColorMatch = Field(_IMAGE.color_match, description="map the generated crop's colours onto the "
-                                    "scene's before paste-back, fitted on the crop's context (none: paste as is)")
+    color_match: ColorMatch = Field(_IMAGE.color_match, description="correct the generated crop's colours to the "
+                                    "scene's before paste-back, from the crop's context around the region: poisson "
+                                    "(a smooth local correction, the best measured), affine, poly2, mean_std (one "
+                                    "map for the whole crop), none (paste as the model returned it)")
 
     @model_validator(mode="after")
     def _feather_inside_dilation(self) -> ImageConfig:
