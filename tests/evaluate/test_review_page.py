@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -61,6 +62,12 @@ def _pairs_in_order(driver) -> list[str]:
 
 
 def _images(driver) -> list[dict]:
+    """Every image of the page, each scrolled into view first (thumbnails load lazily), once all have settled."""
+    driver.execute_script("Array.from(document.images).forEach(i => i.scrollIntoView())")
+    settled = "return Array.from(document.images).every(i => i.complete)"
+    deadline = time.monotonic() + 10
+    while not driver.execute_script(settled) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return driver.execute_script(
         "return Array.from(document.images).map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0}))")
 
@@ -122,7 +129,9 @@ def test_tryall_report_on_a_run_not_evaluated(ab_run, tmp_path, capsys):
     assert "review page:" in capsys.readouterr().out
     page = (folder / "report" / "index.html").read_text()
     assert "not evaluated" in page and "CLIP-I" not in page
-    assert sorted(p.name for p in (folder / "report").glob("*.html")) == ["index.html"]  # one order: no scores
+    # No scores: the listing order, and each variant's seam sort from the run's own measures.
+    assert sorted(p.name for p in (folder / "report").glob("*.html")) == ["index.html", "seam_delta_e.a-1.html",
+                                                                          "seam_delta_e.b-1.html"]
     assert len(list((folder / "report" / "thumbs").rglob("*.jpg"))) == 3 + 2 + 8
     summary = json.loads((folder / "summary.json").read_text())
     assert f"<td>{summary['finished_at']}</td>" in page

@@ -193,10 +193,10 @@ def test_legacy_feature_extractor_config(tmp_path):
 
 def test_the_driver_knows_every_model_name():
     """The driver checks model.source without importing torch, from its own list of names: keep it complete."""
-    from pipeline.core.model_sources import MODEL_NAMES, PACKAGED_MODELS
+    from pipeline.core.model_sources import KLEIN_TINY_MODEL, MODEL_NAMES, PACKAGED_MODELS
     from pipeline.model.configs import NAMED_CONFIGS
 
-    assert set(MODEL_NAMES) == {"noop", *NAMED_CONFIGS, *PACKAGED_MODELS}
+    assert set(MODEL_NAMES) == {"noop", KLEIN_TINY_MODEL, *NAMED_CONFIGS, *PACKAGED_MODELS}
 
 
 def _only_fp16(folder: Path) -> None:

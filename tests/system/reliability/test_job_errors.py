@@ -166,6 +166,7 @@ def test_checkpoint_with_safetensors_passes_the_check(sample, s3_server, s3_buck
     fs = s3fs_for(s3_server)
     fs.pipe(f"{s3_bucket}/models/ok/unet/diffusion_pytorch_model.safetensors", b"x")
     fs.pipe(f"{s3_bucket}/models/ok/unet/diffusion_pytorch_model.bin", b"x")
+    fs.pipe(f"{s3_bucket}/models/ok/dtc.json", b"{}")  # a checkpoint says which family it is
     from pipeline.inference.config import RunConfig
 
     cfg = RunConfig(run_id="r", catalogue_uri=sample.catalogue_uri, scenes_uri=sample.scenes_uri, output_uri="/x",
