@@ -96,7 +96,8 @@ def test_a_pass_in_segments_records_every_pair_once(ray_local, tmp_path, monkeyp
                     sampling={"resolution": 64}, compute={"segment_pairs": 3, "cpus_per_task": 0.5})
     executions = []
     build = runner.build_dataset
-    monkeypatch.setattr(runner, "build_dataset", lambda c, pairs, prompts=None: executions.append(1) or build(c, pairs))
+    monkeypatch.setattr(runner, "build_dataset",
+                        lambda c, pairs, prompts=None: executions.append(1) or build(c, pairs, prompts))
     summary = runner.run(cfg).summary
     assert len(executions) == 3  # parts of 2 pairs, at most 3 pairs a segment: one part each
     assert summary["by_status"] == {"ok": 6, "failed": 0}
