@@ -14,7 +14,6 @@ module only adds what a batch engine needs around it:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 from diffusers import Flux2KleinInpaintPipeline
 
-from pipeline.core.model_families import KLEIN_PIPELINES, PIPELINE_INDEX, check_klein_folder
+from pipeline.core.model_families import KLEIN, model_defaults
 from pipeline.core.model_sources import KLEIN_TINY_MODEL
-from pipeline.core.weights import WeightsLocation, is_pickle, pickle_refused
+from pipeline.core.sampling import check_steps_and_guidance
+from pipeline.core.weights import check_weights_location
 
 from .device import select_device
 from .errors import CheckpointError
@@ -51,10 +50,7 @@ class KleinParams:
     strength: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if not np.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+        check_steps_and_guidance(self.steps, self.guidance)
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
 
@@ -96,24 +92,13 @@ def load_klein(path: Path | str, *, device: torch.device, dtype: torch.dtype) ->
         if dtype != torch.float32:
             pipe = pipe.to(dtype=dtype)
     else:
-        path = Path(path)
-        if is_pickle(path):
-            raise pickle_refused(path)
-        files = tuple(str(p) for p in path.rglob("*") if p.is_file())
-        location = WeightsLocation(fs=fsspec.filesystem("file"), path=str(path), is_dir=True, files=files)
-        names = {f[len(str(path)) + 1:] for f in files}
-        index = _index(path)
-        if index.get("_class_name") not in KLEIN_PIPELINES:
-            raise CheckpointError(f"{path}: {PIPELINE_INDEX} names {index.get('_class_name')!r}, not a FLUX.2 [klein] "
-                                  "pipeline")
-        check_klein_folder(location, names, index, str(path))
+        # The driver's own checks (pickles, every component, the shards), on the local copy.
+        location = check_weights_location(str(path), None, where=str(path), what="FLUX.2 [klein] pipeline")
+        if model_defaults(str(path), location, where=str(path)).family != KLEIN:
+            raise CheckpointError(f"{path}: a DTC checkpoint, not a FLUX.2 [klein] pipeline folder")
         pipe = Flux2KleinInpaintPipeline.from_pretrained(path, dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
-
-
-def _index(path: Path) -> dict[str, Any]:
-    return json.loads((path / PIPELINE_INDEX).read_text())
 
 
 class KleinSampler:

@@ -33,7 +33,13 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
-from pipeline.core.sampling import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, SCHEDULERS
+from pipeline.core.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    check_steps_and_guidance,
+)
 
 from .dtc import DTC
 from .unet_inputs import unit_range
@@ -53,10 +59,7 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if not np.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+        check_steps_and_guidance(self.steps, self.guidance)
 
 
 @dataclass
