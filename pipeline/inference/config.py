@@ -343,15 +343,18 @@ class RunConfig(JobSettings):
         """The run with every variant's model family set and its unset sampling fields taken from its model's
         `defaults` (by variant name, as `variant_names`). ConfigError when a setting does not apply to the family."""
         if not self.variants:
-            return self.model_copy(update=_resolved(self.model, self.sampling, {}, defaults["default"], ""))
+            family = defaults["default"].family
+            sampling, _ = _resolved(self.model, self.sampling, {}, defaults["default"], "")
+            return self.model_copy(update={"model": self.model.model_copy(update={"family": family}),
+                                           "sampling": sampling})
         variants = []
         for variant in self.variants:
             where = f"variants.{variant.name}."
             merged_model = _merged(self.model, variant.model, f"{where}model")
-            resolved = _resolved(merged_model, self.sampling, variant.sampling, defaults[variant.name], where)
+            _, filled = _resolved(merged_model, self.sampling, variant.sampling, defaults[variant.name], where)
             variants.append(variant.model_copy(update={
-                "model": {**variant.model, "family": resolved["model"].family},
-                "sampling": {**variant.sampling, **resolved["filled"]},
+                "model": {**variant.model, "family": defaults[variant.name].family},
+                "sampling": {**variant.sampling, **filled},
             }))
         return self.model_copy(update={"variants": variants})
 
@@ -374,9 +377,9 @@ class RunConfig(JobSettings):
 
 
 def _resolved(model: ModelConfig, sampling: SamplingConfig, overrides: dict[str, Any], defaults: ModelDefaults,
-              where: str) -> dict[str, Any]:
-    """The model section with its family, the sampling section with the model's defaults where neither the run's
-    sampling nor the variant's `overrides` name a field, and those `filled` fields alone."""
+              where: str) -> tuple[SamplingConfig, dict[str, Any]]:
+    """The sampling section with the model's defaults where neither the run's sampling nor the variant's `overrides`
+    name a field, and those filled fields alone. ConfigError where `model` or a setting contradicts the family."""
     if model.family not in ("auto", defaults.family):
         raise ConfigError(f"{where}model.family is {model.family!r} but {where}model.source {model.source} is a "
                           f"{defaults.family} model")
@@ -396,7 +399,7 @@ def _resolved(model: ModelConfig, sampling: SamplingConfig, overrides: dict[str,
     if defaults.family == KLEIN and merged.resolution % KLEIN_MULTIPLE:
         raise ConfigError(f"{where}sampling.resolution: FLUX.2 [klein] needs a multiple of {KLEIN_MULTIPLE} (its "
                           f"VAE's 8x and 2x2 patches), got {merged.resolution}")
-    return {"model": model.model_copy(update={"family": defaults.family}), "sampling": merged, "filled": filled}
+    return merged, filled
 
 
 @functools.lru_cache(maxsize=16)
