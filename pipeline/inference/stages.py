@@ -152,15 +152,22 @@ class Inference:
         self.batch_type = SampleBatch
         log.info("model %s loaded on %s", self.model_id, device)
 
-    def prompts(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> list[str]:
+    def prompts(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Each pair's prompt (None for a model without text), rendered once per batch: the model's input and the
+        row's `prompt` column."""
+        if not self.prompted:
+            return np.full(len(batch["seed"]), None, dtype=object)
         template = self.cfg.sampling.prompt
-        return [render(template, _text(batch["category"][i]), _text(batch["title"][i])) for i in idx]
+        return np.array([render(template, _text(category), _text(title))
+                         for category, title in zip(batch["category"], batch["title"], strict=True)], dtype=object)
 
-    def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    def _generate(self, batch: dict[str, np.ndarray], idx: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+        """The images of the pairs `idx`, each with its seed (or `seeds[idx]`, a retry's)."""
+        seeds = batch["seed"] if seeds is None else seeds
         inputs = {"scene": batch["scene_crop"][idx], "mask": batch["mask_crop"][idx],
-                  "reference": batch["reference"][idx], "seeds": batch["seed"][idx].astype(np.int64)}
+                  "reference": batch["reference"][idx], "seeds": seeds[idx].astype(np.int64)}
         if self.prompted:
-            inputs["prompts"] = self.prompts(batch, idx)
+            inputs["prompts"] = list(batch["prompt"][idx])
         else:
             inputs["hint"] = batch["hint"][idx]
         return self.sampler.generate(self.batch_type(**inputs))
@@ -190,27 +197,23 @@ class Inference:
             return crop_metrics(batch["scene_crop"][i], batch["mask_crop"][i], image, side, settings)
 
         best = {int(i): measured(i, generated[i]) for i in np.flatnonzero(batch["status"] == "ok")}
-        seeds = batch["seed"].copy()
         for attempt in range(2, quality.retries + 2):
             flagged = np.array([i for i, m in best.items() if needs_retry(m, quality)], dtype=np.int64)
             if not len(flagged):
                 return
-            batch["seed"] = seeds.copy()
-            batch["seed"][flagged] = [attempt_seed(int(seeds[i]), attempt) for i in flagged]
-            again = np.zeros_like(generated)
+            seeds = batch["seed"].astype(np.int64)  # a copy: the rows keep each pair's own seed
+            seeds[flagged] = [attempt_seed(int(seeds[i]), attempt) for i in flagged]
             try:
-                again[flagged] = self._generate(batch, flagged)
+                again = self._generate(batch, flagged, seeds)
             except Exception:  # noqa: BLE001 - a retry that fails keeps the attempts made so far
                 log.exception("retry %d of %d flagged pairs failed; keeping their earlier attempts", attempt,
                               len(flagged))
-                break
-            finally:
-                batch["seed"] = seeds
-            for i in flagged:
+                return
+            for i, image in zip(flagged, again, strict=True):
                 attempts[i] = attempt
-                candidate = measured(int(i), again[i])
+                candidate = measured(int(i), image)
                 if rank(candidate, quality) < rank(best[int(i)], quality):
-                    best[int(i)], generated[i] = candidate, again[i]
+                    best[int(i)], generated[i] = candidate, image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -218,6 +221,7 @@ class Inference:
         # Text columns may arrive as fixed-width numpy strings: make them objects before writing into them.
         for name in ("status", "error_reason", "error_message"):
             batch[name] = batch[name].astype(object)
+        batch["prompt"] = self.prompts(batch)
         generated = np.zeros_like(batch["scene_crop"])
         ok = np.flatnonzero(batch["status"] == "ok")
         self._generate_isolated(batch, ok, generated)
@@ -231,7 +235,6 @@ class Inference:
         out["inference_s"] = np.where(batch["status"] == "ok", elapsed / max(len(ok), 1), 0.0).astype(np.float32)
         out["attempts"] = attempts
         out["model_id"] = np.array([self.model_id] * n, dtype=object)
-        out["prompt"] = np.array(self.prompts(batch, np.arange(n)) if self.prompted else [None] * n, dtype=object)
         ran = np.zeros(n, np.bool_)
         ran[ok] = True
         out["inference_node"] = np.array([self.node_id if r else None for r in ran], dtype=object)
